@@ -1,0 +1,226 @@
+"""The backup folder: file names, manifests, listing and atomic publishing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone, tzinfo
+from pathlib import Path
+from typing import Any
+
+from . import engine
+
+# backup_YYYYMMDD_HHMMSS.db, with _N added when a name of that second is taken already.
+NAME_PATTERN = re.compile(r"^backup_(\d{8})_(\d{6})(?:_([1-9]\d{0,5}))?\.db$")
+MANIFEST_SUFFIX = ".json"
+TEMP_PREFIX = ".tmp-"
+PRIVATE_FILE = 0o600
+PRIVATE_DIRECTORY = 0o700
+
+KINDS = ("manual", "daily", "safety", "pre-migrate")
+
+
+@dataclass(frozen=True)
+class BackupFile:
+    path: Path
+    size: int
+    modified_at: datetime
+    manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return manifest_path_for(self.path)
+
+    @property
+    def kind(self) -> str:
+        kind = self.manifest.get("kind")
+        return kind if isinstance(kind, str) else "unknown"
+
+    @property
+    def sha256(self) -> str | None:
+        value = self.manifest.get("sha256")
+        return value if isinstance(value, str) else None
+
+    @property
+    def verified(self) -> bool:
+        """The file passed its checks and still has the size its manifest recorded."""
+        check = self.manifest.get("verification")
+        return (
+            isinstance(check, dict)
+            and check.get("ok") is True
+            and self.manifest.get("size") == self.size
+        )
+
+    @property
+    def migrations(self) -> list[tuple[str, str]] | None:
+        value = self.manifest.get("migrations")
+        if not isinstance(value, list):
+            return None
+        return [(str(app), str(name)) for app, name in value]
+
+    def display(self, zone: tzinfo) -> str:
+        return self.modified_at.astimezone(zone).strftime("%d/%m/%Y %H:%M")
+
+    def as_dict(self, zone: tzinfo) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "name": self.name,
+            "display": self.display(zone),
+            "size": self.size,
+            "created_at": self.modified_at.astimezone(zone),
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "verified": self.verified,
+        }
+
+
+def is_backup_name(name: str) -> bool:
+    return NAME_PATTERN.match(name) is not None
+
+
+def manifest_path_for(path: Path) -> Path:
+    return path.with_name(path.name + MANIFEST_SUFFIX)
+
+
+def ensure_directory(directory: Path) -> None:
+    directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+
+
+# Listing reads a small JSON file per backup; a cache keyed on the file's identity keeps
+# a page that lists a thousand backups from re-reading a thousand manifests every time.
+_manifest_cache: dict[Path, tuple[int, int, dict[str, Any]]] = {}
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    target = manifest_path_for(path)
+    try:
+        stat = target.stat()
+    except OSError:
+        return {}
+    cached = _manifest_cache.get(target)
+    if cached is not None and cached[:2] == (stat.st_mtime_ns, stat.st_size):
+        return cached[2]
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    manifest = data if isinstance(data, dict) else {}
+    _manifest_cache[target] = (stat.st_mtime_ns, stat.st_size, manifest)
+    return manifest
+
+
+def list_backup_files(directory: Path) -> list[BackupFile]:
+    """Every backup in ``directory``, newest first (by modification time, then name)."""
+    found: list[BackupFile] = []
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if not is_backup_name(entry.name):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            stat = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        path = Path(entry.path)
+        found.append(
+            BackupFile(
+                path=path,
+                size=stat.st_size,
+                modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+                manifest=read_manifest(path),
+            )
+        )
+    found.sort(key=lambda b: (b.modified_at, _sequence(b.name)), reverse=True)
+    return found
+
+
+def _sequence(name: str) -> tuple[str, int]:
+    match = NAME_PATTERN.match(name)
+    assert match is not None
+    return match.group(1) + match.group(2), int(match.group(3) or 1)
+
+
+def temporary_path(directory: Path, suffix: str = ".db") -> Path:
+    return directory / f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def remove_temporary_files(directory: Path) -> list[Path]:
+    """Delete what interrupted runs left; only call it while holding the backup lock."""
+    removed = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def publish(temporary: Path, directory: Path, stamp: str, manifest: dict[str, Any]) -> Path:
+    """Give a checked temporary copy its ``backup_<stamp>.db`` name, never overwriting.
+
+    The manifest goes beside it. Only the final link makes the backup visible, so a crash at
+    any point leaves either nothing listed or a complete, checked backup.
+    """
+    manifest_temporary = temporary.with_name(temporary.name + MANIFEST_SUFFIX)
+    write_private_json(manifest_temporary, manifest)
+    sequence = 1
+    while True:
+        name = f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db"
+        final = directory / name
+        try:
+            # link() fails if the name exists, where rename() would replace it.
+            os.link(temporary, final)
+            break
+        except FileExistsError:
+            sequence += 1
+    os.replace(manifest_temporary, manifest_path_for(final))
+    os.unlink(temporary)
+    engine.fsync_directory(directory)
+    return final
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replace_json(path: Path, data: dict[str, Any], *, mode: int = PRIVATE_FILE) -> None:
+    """Write ``data`` to ``path`` atomically: readers see the old file or the new one."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    temporary = Path(name)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False, default=str)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    engine.fsync_directory(path.parent)
+
+
+def delete_backup(backup: BackupFile) -> None:
+    backup.manifest_path.unlink(missing_ok=True)
+    backup.path.unlink(missing_ok=True)
+    _manifest_cache.pop(backup.manifest_path, None)

@@ -1,0 +1,189 @@
+"""The ``STUDIO_BACKUPS`` setting, read at use time so that ``override_settings`` works."""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    "DATABASE": "default",
+    "DIRECTORY": None,
+    "MAX_BACKUPS": 20,
+    "TIME_ZONE": None,
+    "STATE_FILE": None,
+    "LOCK_TIMEOUT": 120.0,
+}
+
+SQLITE_ENGINE = "django.db.backends.sqlite3"
+
+
+@dataclass(frozen=True)
+class Config:
+    alias: str
+    database_path: Path
+    directory: Path
+    max_backups: int
+    time_zone: zoneinfo.ZoneInfo
+    state_file: Path
+    lock_timeout: float
+    busy_timeout: float
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    message: str
+    hint: str | None = None
+
+
+def user_settings() -> dict[str, Any]:
+    value = getattr(settings, "STUDIO_BACKUPS", None) or {}
+    return {**DEFAULTS, **value}
+
+
+def problems(using: str | None = None) -> list[Problem]:
+    """Every mistake in the settings that would stop a backup, as system-check material."""
+    found: list[Problem] = []
+    options = user_settings()
+    unknown = sorted(set(options) - set(DEFAULTS))
+    if unknown:
+        found.append(
+            Problem(
+                "studio_backups.E007",
+                f"Unknown STUDIO_BACKUPS keys: {', '.join(unknown)}.",
+                f"Known keys: {', '.join(DEFAULTS)}.",
+            )
+        )
+    alias = using or options["DATABASE"]
+    database = settings.DATABASES.get(alias)
+    if database is None:
+        found.append(
+            Problem(
+                "studio_backups.E003",
+                f"STUDIO_BACKUPS uses the database alias {alias!r}, which is not in DATABASES.",
+            )
+        )
+    elif database.get("ENGINE") != SQLITE_ENGINE:
+        found.append(
+            Problem(
+                "studio_backups.E001",
+                f"The database {alias!r} uses {database.get('ENGINE')!r}; "
+                "django_studio_backups backs up SQLite databases only.",
+            )
+        )
+    elif _is_in_memory(database.get("NAME")):
+        found.append(
+            Problem(
+                "studio_backups.E002",
+                f"The database {alias!r} is in memory; there is no file to back up.",
+                "Give DATABASES[...]['NAME'] a file path.",
+            )
+        )
+    max_backups = options["MAX_BACKUPS"]
+    if isinstance(max_backups, bool) or not isinstance(max_backups, int) or max_backups < 1:
+        found.append(
+            Problem(
+                "studio_backups.E004",
+                f"STUDIO_BACKUPS['MAX_BACKUPS'] must be a whole number of at least 1, "
+                f"not {max_backups!r}.",
+            )
+        )
+    lock_timeout = options["LOCK_TIMEOUT"]
+    if (
+        isinstance(lock_timeout, bool)
+        or not isinstance(lock_timeout, int | float)
+        or lock_timeout < 0
+    ):
+        found.append(
+            Problem(
+                "studio_backups.E008",
+                "STUDIO_BACKUPS['LOCK_TIMEOUT'] must be a number of seconds, "
+                f"not {lock_timeout!r}.",
+            )
+        )
+    zone_name = options["TIME_ZONE"] or settings.TIME_ZONE or "UTC"
+    try:
+        zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
+        found.append(
+            Problem(
+                "studio_backups.E005",
+                f"The time zone {zone_name!r} is unknown.",
+                "Use an IANA name such as 'America/Hermosillo'.",
+            )
+        )
+    if not any(
+        p.id in {"studio_backups.E001", "studio_backups.E002", "studio_backups.E003"} for p in found
+    ):
+        directory = _directory(options, alias, _database_path(alias))
+        if not _writable(directory):
+            found.append(
+                Problem(
+                    "studio_backups.E006",
+                    f"The backup directory {directory} cannot be written.",
+                    "Create it, or give the user that runs Django write access to it.",
+                )
+            )
+    return found
+
+
+def get_config(using: str | None = None) -> Config:
+    """The settings for backing up ``using``; ``ImproperlyConfigured`` names any mistake."""
+    found = [p for p in problems(using) if p.id != "studio_backups.E006"]
+    if found:
+        raise ImproperlyConfigured(found[0].message)
+    options = user_settings()
+    alias = using or options["DATABASE"]
+    database_path = _database_path(alias)
+    zone = zoneinfo.ZoneInfo(options["TIME_ZONE"] or settings.TIME_ZONE or "UTC")
+    own = alias == options["DATABASE"]
+    state_file = options["STATE_FILE"] if own else None
+    return Config(
+        alias=alias,
+        database_path=database_path,
+        directory=_directory(options, alias, database_path),
+        max_backups=options["MAX_BACKUPS"],
+        time_zone=zone,
+        state_file=Path(state_file).absolute()
+        if state_file
+        else database_path.parent / "settings.json",
+        lock_timeout=float(options["LOCK_TIMEOUT"]),
+        busy_timeout=float(_database(alias).get("OPTIONS", {}).get("timeout", 5.0)),
+    )
+
+
+def _database(alias: str) -> dict[str, Any]:
+    database: dict[str, Any] = settings.DATABASES[alias]
+    return database
+
+
+def _database_path(alias: str) -> Path:
+    return Path(_database(alias)["NAME"]).absolute()
+
+
+def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path:
+    # DIRECTORY belongs to the configured database; another alias keeps its backups beside
+    # its own file, so two databases never share (and prune) one folder.
+    if options["DIRECTORY"] and alias == options["DATABASE"]:
+        return Path(options["DIRECTORY"]).absolute()
+    return database_path.parent / "backups"
+
+
+def _is_in_memory(name: object) -> bool:
+    text = str(name or "")
+    return text in ("", ":memory:") or "mode=memory" in text
+
+
+def _writable(directory: Path) -> bool:
+    existing = directory
+    while not existing.exists():
+        if existing.parent == existing:
+            return False
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)

@@ -1,0 +1,286 @@
+"""Copy, check and restore SQLite database files.
+
+Nothing here knows about Django: the functions take paths and plain values and raise
+``EngineError`` (or a subclass) with a message fit for a person when something is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+# (bytes done, bytes expected). Called from a watcher thread, at most every POLL_INTERVAL.
+Progress = Callable[[int, int], None]
+
+# Dirty pages of a copy are flushed every FLUSH_CHUNK bytes while the copy runs, so the
+# final fsync is small: one fsync of a whole 1 GiB copy stalled concurrent writers for
+# 0.8-2.4 s, because it saturates the disk and the filesystem journal they commit through.
+FLUSH_CHUNK = 32 * 1024 * 1024
+POLL_INTERVAL = 0.05
+HASH_BLOCK = 1024 * 1024
+# SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
+SQLITE_BUSY = 5
+SQLITE_LOCKED = 6
+
+
+class EngineError(Exception):
+    """A copy, check or restore that could not be done; the message says why."""
+
+
+class NotADatabase(EngineError):
+    pass
+
+
+class CheckFailed(EngineError):
+    pass
+
+
+def connect(path: Path, *, mode: str = "rw", timeout: float = 5.0) -> sqlite3.Connection:
+    """Open ``path`` without ever creating it by accident (``mode`` is a SQLite URI mode)."""
+    uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+
+
+def open_snapshot_file(path: Path) -> sqlite3.Connection:
+    # Backup files never change once published: immutable=1 skips locking and never
+    # creates -wal/-shm files beside them, so checks also work in read-only directories.
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
+def read_header(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            header = f.read(100)
+    except IsADirectoryError:
+        raise NotADatabase(f"{path} is a directory, not a SQLite database") from None
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise NotADatabase(f"{path} is not a SQLite database")
+    return header
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def database_size(connection: sqlite3.Connection) -> int:
+    page_count = connection.execute("PRAGMA page_count").fetchone()[0]
+    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+    return int(page_count) * int(page_size)
+
+
+class _Watcher(threading.Thread):
+    """Reports how far a file has grown and flushes it to disk in bounded chunks."""
+
+    def __init__(self, paths: Sequence[Path], expected: int, progress: Progress | None) -> None:
+        super().__init__(name="studio-backups-watcher", daemon=True)
+        self.paths = paths
+        self.expected = expected
+        self.progress = progress
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        flushed: dict[Path, int] = {}
+        while not self.done.wait(POLL_INTERVAL):
+            total = 0
+            for path in self.paths:
+                try:
+                    size = path.stat().st_size
+                    if size - flushed.get(path, 0) >= FLUSH_CHUNK:
+                        _fdatasync_path(path)
+                        flushed[path] = size
+                except FileNotFoundError:
+                    size = 0
+                total += size
+            if self.progress is not None:
+                self.progress(min(total, self.expected), self.expected)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.done.set()
+            self.join()
+
+
+def _fdatasync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _backup_step_guard(deadline: float, what: str) -> Callable[[int, int, int], None]:
+    # CPython's Connection.backup() sleeps and retries forever while the source is busy;
+    # raising from the progress callback is the only way to give up after a deadline.
+    def guard(status: int, remaining: int, total: int) -> None:
+        if status in (SQLITE_BUSY, SQLITE_LOCKED) and time.monotonic() > deadline:
+            raise EngineError(f"{what}: the database is locked by another connection")
+
+    return guard
+
+
+def copy_database(
+    source: Path,
+    destination: Path,
+    *,
+    timeout: float = 5.0,
+    progress: Progress | None = None,
+) -> None:
+    """Snapshot the live database ``source`` into the new file ``destination``.
+
+    Everything committed before the copy starts is in it, including what still sits in the
+    ``-wal`` file. The copy is durable on return, uses the rollback journal (so opening it
+    never creates ``-wal``/``-shm`` files) and is readable only by its owner.
+    """
+    if not source.exists():
+        raise EngineError(f"The database {source} does not exist")
+    read_header(source)
+    # O_EXCL: never write into a file that someone else created under this name.
+    os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    src = connect(source, timeout=timeout)
+    try:
+        dst = connect(destination, timeout=timeout)
+        try:
+            # No journal and no syncs while copying into a file nobody else sees: the source
+            # stays locked (in rollback-journal mode) only for the copy itself, and the data
+            # is made durable below, after the source is released.
+            dst.execute("PRAGMA journal_mode=OFF")
+            dst.execute("PRAGMA synchronous=OFF")
+            expected = database_size(src)
+            deadline = time.monotonic() + timeout
+            guard = _backup_step_guard(deadline, f"Could not read {source}")
+            # One step: a stepped backup restarts whenever another connection writes, and
+            # under constant writes it was measured never to finish.
+            with _Watcher([destination], expected, progress).running():
+                src.backup(dst, pages=-1, progress=guard)
+            # The copy carries the source's WAL flag; a backup in rollback-journal mode opens
+            # anywhere, read-only too, without leaving -wal/-shm files in the backup folder.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise EngineError(f"Could not copy {source}: {exc}") from exc
+    finally:
+        src.close()
+    fd = os.open(destination, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check(path: Path, *, full: bool = False) -> None:
+    """Raise ``CheckFailed`` unless SQLite's quick_check (or integrity_check) passes."""
+    read_header(path)
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        connection = open_snapshot_file(path)
+        try:
+            rows = [row[0] for row in connection.execute(f"PRAGMA {pragma}").fetchmany(5)]
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise CheckFailed(f"{path.name} failed {pragma}: {exc}") from exc
+    if rows != ["ok"]:
+        raise CheckFailed(f"{path.name} failed {pragma}: {'; '.join(map(str, rows))}")
+
+
+def has_table(path: Path, table: str) -> bool:
+    connection = open_snapshot_file(path)
+    try:
+        row = connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+    finally:
+        connection.close()
+    return row is not None
+
+
+def read_rows(path: Path, query: str) -> list[tuple[object, ...]]:
+    connection = open_snapshot_file(path)
+    try:
+        return [tuple(row) for row in connection.execute(query)]
+    finally:
+        connection.close()
+
+
+def journal_mode(path: Path, *, timeout: float = 5.0) -> str:
+    connection = connect(path, mode="ro", timeout=timeout)
+    try:
+        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def restore_into(
+    backup: Path,
+    live: Path,
+    *,
+    timeout: float = 5.0,
+    progress: Progress | None = None,
+) -> None:
+    """Write ``backup`` into the live database ``live`` through SQLite's backup API.
+
+    The whole copy is one transaction on the live database: other connections see either
+    the old data or the restored data, a crash midway is rolled back by SQLite's own
+    recovery, and stale ``-wal`` content cannot bring old rows back. Raises ``EngineError``
+    with the live database unchanged when the copy cannot be done.
+    """
+    read_header(backup)
+    src = open_snapshot_file(backup)
+    try:
+        dst = connect(live, mode="rwc", timeout=timeout)
+        try:
+            wal = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+            expected = database_size(src)
+            watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
+            deadline = time.monotonic() + timeout
+            guard = _backup_step_guard(deadline, f"Could not write {live}")
+            with _Watcher(watched, expected, progress).running():
+                src.backup(dst, pages=-1, progress=guard)
+            if wal:
+                # Move the restored pages from the WAL into the database file now, rather
+                # than leaving a WAL as large as the database for the next writer to pay for.
+                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
+        finally:
+            dst.close()
+    except sqlite3.Error as exc:
+        raise EngineError(f"Could not restore into {live}: {_explain(exc)}") from exc
+    finally:
+        src.close()
+    if rows != ["ok"]:
+        raise CheckFailed(f"{live.name} failed quick_check after the restore: {rows}")
+
+
+def _explain(exc: sqlite3.Error) -> str:
+    message = str(exc)
+    if "readonly" in message:
+        # The backup API cannot change the page size of a database in WAL mode.
+        return f"{message} (is the backup's page size different from the live database's?)"
+    return message

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+
+class BackupError(Exception):
+    """An expected failure of a backup, restore or check; the message says why."""
+
+
+class BackupFailed(BackupError):
+    pass
+
+
+class RestoreFailed(BackupError):
+    pass
+
+
+class BackupNotFound(RestoreFailed):
+    pass

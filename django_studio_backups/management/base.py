@@ -1,0 +1,54 @@
+"""What the management commands share: turning service errors into ``CommandError``."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError, CommandParser, OutputWrapper
+from django.template.defaultfilters import filesizeformat
+
+from ..engine import Progress
+from ..exceptions import BackupError
+
+
+def add_database_argument(parser: CommandParser) -> None:
+    parser.add_argument(
+        "--database",
+        default=None,
+        help="The database alias to use (default: STUDIO_BACKUPS['DATABASE'], or 'default').",
+    )
+
+
+@contextlib.contextmanager
+def command_errors() -> Iterator[None]:
+    try:
+        yield
+    except (BackupError, ImproperlyConfigured) as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def terminal_progress(out: OutputWrapper) -> Progress | None:
+    """A progress callback that draws a percentage on a terminal; None when not a TTY."""
+    if not out.isatty():
+        return None
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        percent = 100 * done // total if total else 100
+        if percent != last[0]:
+            last[0] = percent
+            out.write(f"\r{percent:3d}%", ending="")
+            out.flush()
+
+    return show
+
+
+def end_progress(out: OutputWrapper) -> None:
+    if out.isatty():
+        out.write("\r     \r", ending="")
+
+
+def human_size(size: int) -> str:
+    return str(filesizeformat(size)).replace("\xa0", " ")

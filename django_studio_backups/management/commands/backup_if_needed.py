@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ... import services
+from ..base import add_database_argument, command_errors, end_progress, terminal_progress
+
+
+class Command(BaseCommand):
+    help = "Back up the SQLite database unless a backup was already made today."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_database_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"]
+        with command_errors():
+            backup = services.backup_if_needed(using=using, progress=terminal_progress(self.stdout))
+            end_progress(self.stdout)
+            if backup is None:
+                last = services.get_last_backup_display(using=using)
+                self.stdout.write(f"Today's backup already exists (last backup: {last}).")
+            else:
+                self.stdout.write(str(backup.path))

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from ... import services
+from ..base import add_database_argument, command_errors, end_progress, terminal_progress
+
+
+class Command(BaseCommand):
+    help = "Back up the SQLite database now and print the new backup's path."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_database_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with command_errors():
+            backup = services.backup_now(
+                using=options["database"], progress=terminal_progress(self.stdout)
+            )
+        end_progress(self.stdout)
+        self.stdout.write(str(backup.path))

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import services
+from ..base import (
+    add_database_argument,
+    command_errors,
+    end_progress,
+    human_size,
+    terminal_progress,
+)
+
+
+class Command(BaseCommand):
+    help = (
+        "Restore the database from a backup, after a safety backup of the current data. "
+        "Sessions live in the database, so users may have to log in again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_database_argument(parser)
+        parser.add_argument("backup", help="A backup's name, or its path in the backup folder.")
+        parser.add_argument(
+            "--noinput",
+            "--no-input",
+            action="store_false",
+            dest="interactive",
+            help="Do not ask for confirmation.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        using = options["database"]
+        with command_errors():
+            backup = services.find_backup(options["backup"], using=using)
+            missing, unknown = services.migration_difference(backup)
+            if missing:
+                self.stderr.write(
+                    "Warning: the backup predates these migrations; run migrate after the "
+                    "restore: " + ", ".join(f"{app}.{name}" for app, name in missing),
+                    style_func=self.style.WARNING,
+                )
+            if unknown:
+                self.stderr.write(
+                    "Warning: the backup has migrations this code does not know: "
+                    + ", ".join(f"{app}.{name}" for app, name in unknown),
+                    style_func=self.style.WARNING,
+                )
+            if options["interactive"]:
+                self._confirm(backup.name, human_size(backup.size))
+            report = services.restore(
+                backup.name, using=using, progress=terminal_progress(self.stdout)
+            )
+        end_progress(self.stdout)
+        self.stdout.write(f"Restored {report.restored.name}.")
+        if report.safety_backup is not None:
+            self.stdout.write(f"Safety backup of the previous data: {report.safety_backup.name}")
+
+    def _confirm(self, name: str, size: str) -> None:
+        self.stdout.write(
+            f"This replaces the live database with {name} ({size}).\n"
+            "A safety backup of the current data is made first. "
+            "Users may have to log in again."
+        )
+        try:
+            answer = input("Type 'yes' to restore: ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() != "yes":
+            raise CommandError("Restore cancelled.")

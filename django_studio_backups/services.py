@@ -1,0 +1,453 @@
+"""The public API: back up, list, verify and restore the project's SQLite database.
+
+The seed's functions (``create_backup_now``, ``create_backup_if_needed``, ``list_backups``,
+``restore_backup``, ``get_last_backup_display``) log an expected failure and return
+None/False. The richer functions below them raise ``BackupError`` subclasses whose message
+says what went wrong; management commands and admin views use those.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from . import __version__, archive, engine, locking, retention, signals, state
+from .archive import BackupFile
+from .conf import Config, get_config
+from .exceptions import BackupError, BackupFailed, BackupNotFound, RestoreFailed
+
+logger = logging.getLogger("django_studio_backups")
+
+NO_BACKUP = "—"
+MIGRATIONS_QUERY = "SELECT app, name FROM django_migrations ORDER BY id"
+
+
+# The seed's contract -------------------------------------------------------------------
+
+
+def create_backup_now(*, using: str | None = None) -> Path | None:
+    """Back up the database now. The new backup's path, or None if it failed."""
+    try:
+        return backup_now(using=using).path
+    except BackupError:
+        return None
+
+
+def create_backup_if_needed(*, using: str | None = None) -> Path | None:
+    """Back up unless a backup was made today (in the configured time zone)."""
+    try:
+        backup = backup_if_needed(using=using)
+    except BackupError:
+        return None
+    return backup.path if backup is not None else None
+
+
+def list_backups(*, using: str | None = None) -> list[dict[str, Any]]:
+    """Every backup with its metadata, newest first."""
+    config = get_config(using)
+    return [b.as_dict(config.time_zone) for b in archive.list_backup_files(config.directory)]
+
+
+def restore_backup(path: Path | str, *, using: str | None = None) -> bool:
+    """Restore the database from the backup ``path`` (a name or a path in the backup folder)."""
+    try:
+        restore(path, using=using)
+    except BackupError:
+        return False
+    return True
+
+
+def get_last_backup_display(*, using: str | None = None) -> str:
+    """When the last backup was made, as ``dd/mm/yyyy hh:mm``, or "—" if never."""
+    config = get_config(using)
+    moment = _last_backup_at(config)
+    if moment is None:
+        return NO_BACKUP
+    return moment.astimezone(config.time_zone).strftime("%d/%m/%Y %H:%M")
+
+
+# The richer API ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    restored: BackupFile
+    safety_backup: BackupFile | None
+    # Migrations the current code has that the backup lacks, and the reverse.
+    missing_migrations: list[tuple[str, str]] = field(default_factory=list)
+    unknown_migrations: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: datetime
+    reason: str
+
+
+def backup_now(
+    *,
+    using: str | None = None,
+    kind: str = "manual",
+    progress: engine.Progress | None = None,
+) -> BackupFile:
+    """Back up the database now; raises ``BackupFailed`` with the reason."""
+    config = get_config(using)
+    try:
+        with _exclusive(config, BackupFailed):
+            return _back_up(config, kind, progress)
+    except BackupFailed as exc:
+        _record_failure(config, kind, str(exc))
+        raise
+
+
+def backup_if_needed(
+    *, using: str | None = None, progress: engine.Progress | None = None
+) -> BackupFile | None:
+    """Make the daily backup unless one exists for today; None when none was needed."""
+    config = get_config(using)
+    try:
+        with _exclusive(config, BackupFailed):
+            last = _last_backup_at(config)
+            today = timezone.now().astimezone(config.time_zone).date()
+            if last is not None and last.astimezone(config.time_zone).date() == today:
+                logger.info("A backup of %s already exists for %s", config.database_path, today)
+                return None
+            return _back_up(config, "daily", progress)
+    except BackupFailed as exc:
+        _record_failure(config, "daily", str(exc))
+        raise
+
+
+def backups(*, using: str | None = None) -> list[BackupFile]:
+    return archive.list_backup_files(get_config(using).directory)
+
+
+def find_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:
+    """The listed backup called ``name_or_path``; ``BackupNotFound`` for anything else."""
+    return _find(get_config(using), name_or_path)
+
+
+def last_backup_at(*, using: str | None = None) -> datetime | None:
+    return _last_backup_at(get_config(using))
+
+
+def last_failure(*, using: str | None = None) -> Failure | None:
+    """The last failed backup attempt, if it came after the last successful backup."""
+    config = get_config(using)
+    failed_at = state.read_datetime(config.state_file, state.LAST_FAILURE_AT)
+    if failed_at is None:
+        return None
+    succeeded_at = _last_backup_at(config)
+    if succeeded_at is not None and succeeded_at >= failed_at:
+        return None
+    try:
+        reason = str(state.read(config.state_file).get(state.LAST_FAILURE_REASON, ""))
+    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
+        reason = ""
+    return Failure(at=failed_at, reason=reason)
+
+
+def restore(
+    name_or_path: Path | str,
+    *,
+    using: str | None = None,
+    progress: engine.Progress | None = None,
+) -> RestoreReport:
+    """Restore a listed backup onto the live database, after a safety backup of it.
+
+    Raises ``RestoreFailed`` with the live database as it was.
+    """
+    config = get_config(using)
+    try:
+        with _exclusive(config, RestoreFailed):
+            backup = _find(config, name_or_path)
+            _validate(backup)
+            safety = None
+            if config.database_path.exists():
+                try:
+                    safety = _back_up(config, "safety", None, protected={backup.path})
+                except BackupFailed as exc:
+                    raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
+            _restore_file(config, backup, safety, progress)
+    except RestoreFailed as exc:
+        logger.error("Restore into %s failed: %s", config.database_path, exc)
+        raise
+    missing, unknown = migration_difference(backup)
+    logger.info(
+        "Restored %s from %s (safety backup: %s)",
+        config.database_path,
+        backup.name,
+        safety.name if safety else "none, there was no database",
+    )
+    signals.backup_restored.send(
+        sender=BackupFile, backup=backup, safety_backup=safety, using=config.alias
+    )
+    return RestoreReport(backup, safety, missing, unknown)
+
+
+def verify(
+    backup: BackupFile | Path | str, *, full: bool = False, using: str | None = None
+) -> list[str]:
+    """Re-check a backup against its manifest and SQLite; the problems found (none: good)."""
+    config = get_config(using)
+    if not isinstance(backup, BackupFile):
+        backup = _find(config, backup)
+    problems = []
+    expected = backup.sha256
+    try:
+        if expected is not None and backup.manifest.get("size") != backup.path.stat().st_size:
+            problems.append(
+                f"{backup.name} is {backup.path.stat().st_size} bytes; "
+                f"its manifest says {backup.manifest.get('size')}"
+            )
+        elif expected is not None and engine.sha256_of(backup.path) != expected:
+            problems.append(f"{backup.name} does not match the SHA-256 in its manifest")
+        engine.check(backup.path, full=full)
+    except engine.EngineError as exc:
+        problems.append(str(exc))
+    except OSError as exc:
+        problems.append(f"Could not read {backup.name}: {exc}")
+    if backup.manifest:
+        manifest = {
+            **backup.manifest,
+            "verification": {
+                "ok": not problems,
+                "check": "integrity_check" if full else "quick_check",
+                "at": state.isoformat(timezone.now().astimezone(config.time_zone)),
+                "problems": problems,
+            },
+        }
+        with contextlib.suppress(OSError):
+            archive.replace_json(backup.manifest_path, manifest)
+    return problems
+
+
+def migration_difference(
+    backup: BackupFile,
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(migrations the code has and the backup lacks, migrations only the backup has)."""
+    from django.db.migrations.loader import MigrationLoader
+
+    recorded = set(_recorded_migrations(backup.path))
+    known = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+    return sorted(known - recorded), sorted(recorded - known)
+
+
+# Internals -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _exclusive(config: Config, error: type[BackupError]) -> Iterator[None]:
+    """Hold the backup folder's lock; also clears what interrupted runs left there."""
+    try:
+        archive.ensure_directory(config.directory)
+        lock = locking.exclusive(config.directory / locking.LOCK_NAME, config.lock_timeout)
+        lock.__enter__()
+    except (OSError, locking.LockTimeout) as exc:
+        raise error(f"Cannot use the backup folder {config.directory}: {exc}") from exc
+    try:
+        for leftover in archive.remove_temporary_files(config.directory):
+            logger.info("Removed %s, left by an interrupted backup", leftover.name)
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _back_up(
+    config: Config,
+    kind: str,
+    progress: engine.Progress | None,
+    protected: Collection[Path] = (),
+) -> BackupFile:
+    """Copy, check and publish one backup; the caller holds the lock."""
+    started = timezone.now().astimezone(config.time_zone)
+    temporary = archive.temporary_path(config.directory)
+    try:
+        engine.copy_database(
+            config.database_path, temporary, timeout=config.busy_timeout, progress=progress
+        )
+        manifest = _checked_manifest(config, temporary, kind, started)
+        path = archive.publish(
+            temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest
+        )
+    except (engine.EngineError, OSError, sqlite3.Error) as exc:
+        temporary.unlink(missing_ok=True)
+        archive.manifest_path_for(temporary).unlink(missing_ok=True)
+        raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
+    backup = next(b for b in archive.list_backup_files(config.directory) if b.path == path)
+    state.update(
+        config.state_file,
+        config.directory,
+        **{state.LAST_BACKUP_AT: state.isoformat(started)},
+    )
+    _prune(config, protected={path, *protected})
+    logger.info("Backed up %s to %s (%d bytes)", config.database_path, path, backup.size)
+    signals.backup_created.send(sender=BackupFile, backup=backup, using=config.alias)
+    return backup
+
+
+def _checked_manifest(
+    config: Config, temporary: Path, kind: str, started: datetime
+) -> dict[str, Any]:
+    # Hashing and quick_check each read the whole file; both release the GIL, so they
+    # run side by side on two cores.
+    digest: list[str | BaseException] = []
+
+    def hash_file() -> None:
+        try:
+            digest.append(engine.sha256_of(temporary))
+        except OSError as exc:  # pragma: no cover - the file was just written by us
+            digest.append(exc)
+
+    hasher = threading.Thread(target=hash_file, name="studio-backups-sha256")
+    hasher.start()
+    try:
+        engine.check(temporary)
+    finally:
+        hasher.join()
+    if isinstance(digest[0], BaseException):  # pragma: no cover - see hash_file
+        raise digest[0]
+    return {
+        "format": 1,
+        "kind": kind,
+        "created_at": state.isoformat(started),
+        "size": temporary.stat().st_size,
+        "sha256": digest[0],
+        "sqlite_version": sqlite3.sqlite_version,
+        "app_version": __version__,
+        "source": {"alias": config.alias, "path": str(config.database_path)},
+        "migrations": _recorded_migrations(temporary),
+        "verification": {"ok": True, "check": "quick_check", "at": state.isoformat(started)},
+    }
+
+
+def _recorded_migrations(path: Path) -> list[tuple[str, str]]:
+    if not engine.has_table(path, "django_migrations"):
+        return []
+    return [(str(app), str(name)) for app, name in engine.read_rows(path, MIGRATIONS_QUERY)]
+
+
+def _prune(config: Config, protected: Collection[Path]) -> None:
+    listed = archive.list_backup_files(config.directory)
+    for backup in retention.expired(listed, config.max_backups, protected):
+        try:
+            archive.delete_backup(backup)
+        except OSError as exc:
+            logger.error("Could not delete the old backup %s: %s", backup.path, exc)
+        else:
+            logger.info("Deleted the old backup %s", backup.name)
+
+
+def _record_failure(config: Config, kind: str, reason: str) -> None:
+    logger.error("%s", reason)
+    state.update(
+        config.state_file,
+        config.directory,
+        **{
+            state.LAST_FAILURE_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
+            state.LAST_FAILURE_REASON: reason,
+        },
+    )
+    signals.backup_failed.send(sender=BackupFile, kind=kind, reason=reason, using=config.alias)
+
+
+def _last_backup_at(config: Config) -> datetime | None:
+    moment = state.read_datetime(config.state_file, state.LAST_BACKUP_AT)
+    if moment is not None:
+        return moment
+    listed = archive.list_backup_files(config.directory)
+    if listed:
+        logger.warning(
+            "No usable %s in %s; using the time of the newest backup, %s",
+            state.LAST_BACKUP_AT,
+            config.state_file,
+            listed[0].name,
+        )
+        return listed[0].modified_at
+    return None
+
+
+def _find(config: Config, name_or_path: Path | str) -> BackupFile:
+    raw = str(name_or_path)
+    given = Path(raw)
+    if "\x00" in raw or not given.name:
+        raise BackupNotFound(f"{raw!r} is not a backup name")
+    if str(given) != given.name:
+        # A path is accepted only when it names a file directly inside the backup folder.
+        try:
+            inside = given.absolute().parent.resolve() == config.directory.resolve()
+        except (OSError, RuntimeError, ValueError):
+            inside = False
+        if not inside:
+            raise BackupNotFound(f"{raw} is not in the backup folder {config.directory}")
+    for backup in archive.list_backup_files(config.directory):
+        if backup.name == given.name:
+            return backup
+    raise BackupNotFound(f"There is no backup called {given.name!r} in {config.directory}")
+
+
+def _validate(backup: BackupFile) -> None:
+    try:
+        if backup.sha256 is not None and engine.sha256_of(backup.path) != backup.sha256:
+            raise RestoreFailed(
+                f"{backup.name} does not match the SHA-256 in its manifest; it was changed or "
+                "damaged after it was made"
+            )
+        engine.check(backup.path, full=True)
+        if not engine.has_table(backup.path, "django_migrations"):
+            raise RestoreFailed(f"{backup.name} is a SQLite database, but not a Django one")
+    except (engine.EngineError, sqlite3.Error, OSError) as exc:
+        raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
+
+
+def _restore_file(
+    config: Config,
+    backup: BackupFile,
+    safety: BackupFile | None,
+    progress: engine.Progress | None,
+) -> None:
+    _close_connections(config.alias)
+    try:
+        engine.restore_into(
+            backup.path, config.database_path, timeout=config.busy_timeout, progress=progress
+        )
+    except engine.CheckFailed as exc:
+        if safety is not None:
+            _put_back(config, safety)
+        raise RestoreFailed(str(exc)) from exc
+    except engine.EngineError as exc:
+        raise RestoreFailed(str(exc)) from exc
+    finally:
+        # Django's connections may hold pages of the old database in their caches;
+        # the next query opens a fresh connection and sees the restored data.
+        _close_connections(config.alias)
+
+
+def _put_back(config: Config, safety: BackupFile) -> None:
+    try:
+        engine.restore_into(safety.path, config.database_path, timeout=config.busy_timeout)
+    except engine.EngineError as exc:  # pragma: no cover - needs two independent failures
+        logger.critical(
+            "The live database %s failed its check after a restore and could not be put back "
+            "from the safety backup %s: %s",
+            config.database_path,
+            safety.path,
+            exc,
+        )
+
+
+def _close_connections(alias: str) -> None:
+    connection = connections[alias]
+    # Closing a connection inside atomic() would break the caller's transaction.
+    if not connection.in_atomic_block:
+        connection.close()

@@ -1,0 +1,87 @@
+"""The state file (``settings.json`` beside the database) that records ``last_backup_at``.
+
+The file may belong to the application too: every write keeps the keys it did not set,
+and a file that cannot be parsed is left exactly as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from . import archive, locking
+
+logger = logging.getLogger("django_studio_backups")
+
+LAST_BACKUP_AT = "last_backup_at"
+LAST_FAILURE_AT = "last_backup_failed_at"
+LAST_FAILURE_REASON = "last_backup_error"
+LOCK_TIMEOUT = 10.0
+
+
+class UnreadableState(Exception):
+    pass
+
+
+def read(path: Path) -> dict[str, Any]:
+    """The state file's contents; ``{}`` when it is missing. Raises ``UnreadableState``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UnreadableState(f"cannot read {path}: {exc}") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UnreadableState(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UnreadableState(f"{path} does not hold a JSON object")
+    return data
+
+
+def read_datetime(path: Path, key: str) -> datetime | None:
+    """An aware datetime stored under ``key``; None (with a warning) if absent or bad."""
+    try:
+        value = read(path).get(key)
+    except UnreadableState as exc:
+        logger.warning("Ignoring the state file: %s", exc)
+        return None
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        logger.warning("Ignoring %s in %s: %r is not an ISO 8601 time", key, path, value)
+        return None
+    if moment.tzinfo is None:
+        logger.warning("Ignoring %s in %s: %r has no UTC offset", key, path, value)
+        return None
+    return moment
+
+
+def update(path: Path, lock_directory: Path, **changes: Any) -> bool:
+    """Set ``changes`` in the state file, keeping every other key. False if it could not."""
+    try:
+        with locking.exclusive(lock_directory / ".state-lock", LOCK_TIMEOUT):
+            data = read(path)
+            data.update(changes)
+            try:
+                mode = path.stat().st_mode & 0o777
+            except FileNotFoundError:
+                mode = 0o600
+            archive.replace_json(path, data, mode=mode)
+    except UnreadableState as exc:
+        logger.error("Not updating the state file, to keep what it holds: %s", exc)
+        return False
+    except (OSError, locking.LockTimeout) as exc:
+        logger.error("Could not update the state file %s: %s", path, exc)
+        return False
+    return True
+
+
+def isoformat(moment: datetime) -> str:
+    return moment.isoformat(timespec="seconds")

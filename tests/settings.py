@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Subprocesses started by the tests inherit the folder through the environment, so they
+# see the same databases as the test process.
+if "STUDIO_TESTS_DIR" not in os.environ:
+    os.environ["STUDIO_TESTS_DIR"] = tempfile.mkdtemp(prefix="studio-backups-tests-")
+BASE_DIR = Path(os.environ["STUDIO_TESTS_DIR"])
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+ALLOWED_HOSTS = ["*"]
+USE_TZ = True
+TIME_ZONE = "America/Hermosillo"
+LANGUAGE_CODE = "en-us"
+LANGUAGES = [("en", "English"), ("es", "Español")]
+USE_I18N = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_studio_backups",
+    "tests.studio",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+ROOT_URLCONF = "tests.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "default" / "db.sqlite3",
+        "TEST": {"NAME": str(BASE_DIR / "default" / "test.sqlite3")},
+    },
+    # Service tests point this alias at a fresh file of their own (see conftest.studio_db).
+    "studio": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": BASE_DIR / "studio" / "studio.db",
+        "TEST": {"NAME": str(BASE_DIR / "studio" / "test-studio.db")},
+    },
+}
+(BASE_DIR / "default").mkdir(exist_ok=True)
+(BASE_DIR / "studio").mkdir(exist_ok=True)
+
+STUDIO_BACKUPS: dict[str, object] = {}
+
+STATIC_URL = "/static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
