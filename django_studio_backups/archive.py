@@ -41,6 +41,18 @@ class BackupFile:
         return manifest_path_for(self.path)
 
     @property
+    def created_at(self) -> datetime:
+        """When the snapshot was taken, from the manifest; else the file's modification time."""
+        value = self.manifest.get("created_at")
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            return self.modified_at
+        return moment
+
+    @property
     def kind(self) -> str:
         kind = self.manifest.get("kind")
         return kind if isinstance(kind, str) else "unknown"
@@ -68,7 +80,7 @@ class BackupFile:
         return [(str(app), str(name)) for app, name in value]
 
     def display(self, zone: tzinfo) -> str:
-        return self.modified_at.astimezone(zone).strftime("%d/%m/%Y %H:%M")
+        return self.created_at.astimezone(zone).strftime("%d/%m/%Y %H:%M")
 
     def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         return {
@@ -76,7 +88,7 @@ class BackupFile:
             "name": self.name,
             "display": self.display(zone),
             "size": self.size,
-            "created_at": self.modified_at.astimezone(zone),
+            "created_at": self.created_at.astimezone(zone),
             "kind": self.kind,
             "sha256": self.sha256,
             "verified": self.verified,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,18 @@ DEFAULTS: dict[str, Any] = {
     "TIME_ZONE": None,
     "STATE_FILE": None,
     "LOCK_TIMEOUT": 120.0,
+    # When django-crontab runs the daily job (a five-field cron time); None adds no job.
+    "CRON_SCHEDULE": "0 3 * * *",
+    "BACKUP_ON_STARTUP": False,
 }
 
 SQLITE_ENGINE = "django.db.backends.sqlite3"
+# Five fields of numbers, names, "*", ranges, steps and lists; crontab itself checks the
+# values. "@daily" is refused because django-crontab finds its lines by their five fields.
+CRON_FIELDS = re.compile(r"[\w*/,-]+(?:[ \t]+[\w*/,-]+){4}", re.ASCII)
+# Problems that get_config() lets through: the backup itself can still be made (E006:
+# the folder may become writable, and the attempt then says why it failed).
+BACKUPS_STILL_WORK = {"studio_backups.E006", "studio_backups.E020", "studio_backups.E021"}
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,23 @@ def problems(using: str | None = None) -> list[Problem]:
                 f"not {lock_timeout!r}.",
             )
         )
+    schedule = options["CRON_SCHEDULE"]
+    if schedule is not None and not is_cron_schedule(schedule):
+        found.append(
+            Problem(
+                "studio_backups.E020",
+                f"STUDIO_BACKUPS['CRON_SCHEDULE'] must be five cron fields, not {schedule!r}.",
+                "For example '0 3 * * *' (every day at 03:00), or None to add no cron job.",
+            )
+        )
+    if not isinstance(options["BACKUP_ON_STARTUP"], bool):
+        found.append(
+            Problem(
+                "studio_backups.E021",
+                "STUDIO_BACKUPS['BACKUP_ON_STARTUP'] must be True or False, "
+                f"not {options['BACKUP_ON_STARTUP']!r}.",
+            )
+        )
     zone_name = options["TIME_ZONE"] or settings.TIME_ZONE or "UTC"
     try:
         zoneinfo.ZoneInfo(zone_name)
@@ -135,7 +162,7 @@ def problems(using: str | None = None) -> list[Problem]:
 
 def get_config(using: str | None = None) -> Config:
     """The settings for backing up ``using``; ``ImproperlyConfigured`` names any mistake."""
-    found = [p for p in problems(using) if p.id != "studio_backups.E006"]
+    found = [p for p in problems(using) if p.id not in BACKUPS_STILL_WORK]
     if found:
         raise ImproperlyConfigured(found[0].message)
     options = user_settings()
@@ -156,6 +183,10 @@ def get_config(using: str | None = None) -> Config:
         lock_timeout=float(options["LOCK_TIMEOUT"]),
         busy_timeout=float(_database(alias).get("OPTIONS", {}).get("timeout", 5.0)),
     )
+
+
+def is_cron_schedule(value: object) -> bool:
+    return isinstance(value, str) and CRON_FIELDS.fullmatch(value) is not None
 
 
 def _database(alias: str) -> dict[str, Any]:

@@ -15,3 +15,7 @@ class RestoreFailed(BackupError):
 
 class BackupNotFound(RestoreFailed):
     pass
+
+
+class DeleteFailed(BackupError):
+    pass

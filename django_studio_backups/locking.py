@@ -22,9 +22,13 @@ def exclusive(path: Path, timeout: float) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path``, waiting at most ``timeout`` seconds.
 
     The kernel drops a flock when its process dies, so a run killed with SIGKILL never
-    leaves the folder locked.
+    leaves the folder locked. ``path`` may be a directory, which is locked without creating
+    any file in it.
     """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    if path.is_dir():
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
         while True:

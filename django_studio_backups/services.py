@@ -24,7 +24,7 @@ from django.utils import timezone
 from . import __version__, archive, engine, locking, retention, signals, state
 from .archive import BackupFile
 from .conf import Config, get_config
-from .exceptions import BackupError, BackupFailed, BackupNotFound, RestoreFailed
+from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -157,6 +157,15 @@ def last_failure(*, using: str | None = None) -> Failure | None:
     return Failure(at=failed_at, reason=reason)
 
 
+def record_failure(reason: str, *, kind: str, using: str | None = None) -> None:
+    """Log, record in the state file and signal a failed attempt to back up.
+
+    The functions above do this for the failures they raise; callers that catch something
+    else (a cron job, a project's own scheduler) use this so the failure is still seen.
+    """
+    _record_failure(get_config(using), kind, reason)
+
+
 def restore(
     name_or_path: Path | str,
     *,
@@ -232,6 +241,20 @@ def verify(
     return problems
 
 
+def delete_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:
+    """Delete a listed backup and its manifest; raises ``BackupNotFound`` or ``DeleteFailed``."""
+    config = get_config(using)
+    # Under the lock, so that a restore or a backup never reads a half-deleted folder.
+    with _exclusive(config, DeleteFailed):
+        backup = _find(config, name_or_path)
+        try:
+            archive.delete_backup(backup)
+        except OSError as exc:
+            raise DeleteFailed(f"Could not delete {backup.name}: {exc}") from exc
+    logger.info("Deleted the backup %s", backup.name)
+    return backup
+
+
 def migration_difference(
     backup: BackupFile,
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -285,11 +308,7 @@ def _back_up(
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
         raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
     backup = next(b for b in archive.list_backup_files(config.directory) if b.path == path)
-    state.update(
-        config.state_file,
-        config.directory,
-        **{state.LAST_BACKUP_AT: state.isoformat(started)},
-    )
+    state.update(config.state_file, **{state.LAST_BACKUP_AT: state.isoformat(started)})
     _prune(config, protected={path, *protected})
     logger.info("Backed up %s to %s (%d bytes)", config.database_path, path, backup.size)
     signals.backup_created.send(sender=BackupFile, backup=backup, using=config.alias)
@@ -352,7 +371,6 @@ def _record_failure(config: Config, kind: str, reason: str) -> None:
     logger.error("%s", reason)
     state.update(
         config.state_file,
-        config.directory,
         **{
             state.LAST_FAILURE_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
             state.LAST_FAILURE_REASON: reason,
@@ -373,7 +391,7 @@ def _last_backup_at(config: Config) -> datetime | None:
             config.state_file,
             listed[0].name,
         )
-        return listed[0].modified_at
+        return listed[0].created_at
     return None
 
 
@@ -399,13 +417,12 @@ def _find(config: Config, name_or_path: Path | str) -> BackupFile:
 def _validate(backup: BackupFile) -> None:
     try:
         if backup.sha256 is not None and engine.sha256_of(backup.path) != backup.sha256:
-            raise RestoreFailed(
-                f"{backup.name} does not match the SHA-256 in its manifest; it was changed or "
-                "damaged after it was made"
+            raise engine.CheckFailed(
+                "it does not match the SHA-256 in its manifest, so it changed after it was made"
             )
         engine.check(backup.path, full=True)
         if not engine.has_table(backup.path, "django_migrations"):
-            raise RestoreFailed(f"{backup.name} is a SQLite database, but not a Django one")
+            raise engine.NotADatabase("it is a SQLite database, but not a Django one")
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
 

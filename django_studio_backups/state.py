@@ -63,10 +63,11 @@ def read_datetime(path: Path, key: str) -> datetime | None:
     return moment
 
 
-def update(path: Path, lock_directory: Path, **changes: Any) -> bool:
+def update(path: Path, **changes: Any) -> bool:
     """Set ``changes`` in the state file, keeping every other key. False if it could not."""
     try:
-        with locking.exclusive(lock_directory / ".state-lock", LOCK_TIMEOUT):
+        # The lock is on the folder: the file itself is replaced by rename on every write.
+        with locking.exclusive(path.parent, LOCK_TIMEOUT):
             data = read(path)
             data.update(changes)
             try:

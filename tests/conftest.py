@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,3 +80,63 @@ def studio_db(
     db.add_clients("Ana", "Beto")
     yield db
     connections["studio"].close()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def command_env(db: StudioDB, **backups: object) -> dict[str, str]:
+    """The environment for a subprocess that should use ``db`` as the 'studio' database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_TEST_")}
+    env["STUDIO_TEST_DB"] = str(db.path)
+    env["STUDIO_TEST_BACKUPS"] = json.dumps(
+        {"DATABASE": "studio", "TIME_ZONE": "America/Hermosillo", **backups}
+    )
+    env["DJANGO_SETTINGS_MODULE"] = "tests.settings"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def run_manage(
+    db: StudioDB, *args: str, input: str | None = None, **backups: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "django", *args],
+        env=command_env(db, **backups),
+        cwd=REPO,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _need_root(what: str) -> None:
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"{what} needs root, and CI runs as root")
+        pytest.skip(f"{what} needs root to mount a filesystem")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(directory: Path, options: str) -> Iterator[Path]:
+    """A real, small filesystem at ``directory``: read-only, or too small (disk full)."""
+    _need_root("A tmpfs mount")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)], check=True)
+    try:
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def fill_database(path: Path, megabytes: int, *, journal_mode: str = "wal") -> None:
+    """A SQLite file of about ``megabytes`` MB (random blobs, so it does not compress)."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    connection.execute(f"PRAGMA journal_mode={journal_mode}")
+    connection.execute("CREATE TABLE IF NOT EXISTS blob (id INTEGER PRIMARY KEY, data BLOB)")
+    connection.execute("BEGIN")
+    for _ in range(megabytes * 16):
+        connection.execute("INSERT INTO blob (data) VALUES (randomblob(65536))")
+    connection.execute("COMMIT")
+    connection.close()

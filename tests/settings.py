@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Subprocesses started by the tests inherit the folder through the environment, so they
 # see the same databases as the test process.
@@ -56,7 +58,7 @@ TEMPLATES = [
     }
 ]
 
-DATABASES = {
+DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": BASE_DIR / "default" / "db.sqlite3",
@@ -65,14 +67,15 @@ DATABASES = {
     # Service tests point this alias at a fresh file of their own (see conftest.studio_db).
     "studio": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": BASE_DIR / "studio" / "studio.db",
+        "NAME": os.environ.get("STUDIO_TEST_DB", BASE_DIR / "studio" / "studio.db"),
         "TEST": {"NAME": str(BASE_DIR / "studio" / "test-studio.db")},
     },
 }
 (BASE_DIR / "default").mkdir(exist_ok=True)
 (BASE_DIR / "studio").mkdir(exist_ok=True)
 
-STUDIO_BACKUPS: dict[str, object] = {}
+# Tests that run management commands in a subprocess pass the settings through the environment.
+STUDIO_BACKUPS: dict[str, object] = json.loads(os.environ.get("STUDIO_TEST_BACKUPS", "{}"))
 
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

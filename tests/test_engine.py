@@ -1,0 +1,258 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from django_studio_backups import engine
+from tests.conftest import REPO, fill_database
+
+
+def count(path: Path, table: str = "pair") -> int:
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def start_writer(database: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path]:
+    stop = database.with_name("stop")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.processes", "writer", str(database), mode, str(stop)],
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 30
+    while not stop.with_suffix(".ready").exists():
+        assert process.poll() is None, "the writer died"
+        assert time.monotonic() < deadline, "the writer never got going"
+        time.sleep(0.01)
+    return process, stop
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_copy_is_one_consistent_moment_while_another_process_writes(
+    tmp_path: Path, mode: str
+) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 8, journal_mode=mode)
+    process, stop = start_writer(database, mode)
+    try:
+        for attempt in range(5):
+            committed_before = count(database)
+            copy = tmp_path / f"copy{attempt}.db"
+            engine.copy_database(database, copy, timeout=10)
+            engine.check(copy, full=True)
+            in_copy = count(copy)
+            # Pairs are inserted in one transaction: an odd count would be a torn snapshot.
+            assert in_copy % 2 == 0
+            assert in_copy >= committed_before
+    finally:
+        stop.touch()
+        assert process.wait(timeout=30) == 0
+    assert count(database) > in_copy
+
+
+def test_copy_includes_what_is_still_in_the_wal(tmp_path: Path) -> None:
+    database = tmp_path / "live.db"
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE pair (n)")
+    writer.executemany("INSERT INTO pair VALUES (?)", [(i,) for i in range(500)])
+    assert Path(f"{database}-wal").stat().st_size > 0
+    copy = tmp_path / "copy.db"
+    engine.copy_database(database, copy)
+    writer.close()
+    assert count(copy) == 500
+
+
+def test_copy_is_private_in_rollback_mode_and_leaves_no_wal_beside_it(tmp_path: Path) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 1)
+    copy = tmp_path / "copy.db"
+    engine.copy_database(database, copy)
+    assert copy.stat().st_mode & 0o777 == 0o600
+    assert engine.read_header(copy)[18:20] == b"\x01\x01"
+    engine.check(copy, full=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "live.db"]
+
+
+def test_copy_refuses_to_overwrite(tmp_path: Path) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 1)
+    existing = tmp_path / "copy.db"
+    existing.write_bytes(b"keep me")
+    with pytest.raises(FileExistsError):
+        engine.copy_database(database, existing)
+    assert existing.read_bytes() == b"keep me"
+
+
+def test_copy_of_a_missing_database_never_creates_it(tmp_path: Path) -> None:
+    with pytest.raises(engine.EngineError, match="does not exist"):
+        engine.copy_database(tmp_path / "missing.db", tmp_path / "copy.db")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_copy_of_a_file_that_is_not_sqlite(tmp_path: Path) -> None:
+    text = tmp_path / "notes.db"
+    text.write_text("just some notes, long enough to have a header of a hundred bytes " * 3)
+    with pytest.raises(engine.NotADatabase):
+        engine.copy_database(text, tmp_path / "copy.db")
+
+
+def test_copy_gives_up_on_a_locked_database(tmp_path: Path) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 1, journal_mode="delete")
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        with pytest.raises(engine.EngineError, match="locked"):
+            engine.copy_database(database, tmp_path / "copy.db", timeout=0.3)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_copy_reports_progress_and_flushes_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 48)
+    monkeypatch.setattr(engine, "FLUSH_CHUNK", 1024 * 1024)
+    monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
+    flushed: list[Path] = []
+    real_fdatasync = engine._fdatasync_path
+
+    def fdatasync(path: Path) -> None:
+        flushed.append(path)
+        real_fdatasync(path)
+
+    monkeypatch.setattr(engine, "_fdatasync_path", fdatasync)
+    seen: list[tuple[int, int]] = []
+    engine.copy_database(database, tmp_path / "copy.db", progress=lambda d, t: seen.append((d, t)))
+    assert seen
+    assert all(done <= total for done, total in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert flushed
+    assert set(flushed) == {tmp_path / "copy.db"}
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_check_finds_damage(tmp_path: Path) -> None:
+    database = tmp_path / "db.db"
+    fill_database(database, 1, journal_mode="delete")
+    engine.check(database, full=True)
+    page_size = 4096
+    # The b-tree page header of page 2 (the table's root): its page type byte.
+    flip_byte(database, page_size)
+    with pytest.raises(engine.CheckFailed):
+        engine.check(database)
+
+
+def test_check_of_a_truncated_file(tmp_path: Path) -> None:
+    database = tmp_path / "db.db"
+    fill_database(database, 1, journal_mode="delete")
+    with open(database, "r+b") as f:
+        f.truncate(os.path.getsize(database) // 2)
+    with pytest.raises(engine.CheckFailed):
+        engine.check(database, full=True)
+
+
+@pytest.mark.parametrize("content", [b"", b"SQLite format 3\x00", b"\x00" * 4096])
+def test_check_of_something_else(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "x.db"
+    path.write_bytes(content)
+    with pytest.raises(engine.NotADatabase):
+        engine.check(path)
+
+
+def test_check_of_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(engine.NotADatabase, match="directory"):
+        engine.check(tmp_path)
+
+
+def test_restore_replaces_data_seen_by_an_open_connection(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    other = tmp_path / "other.db"
+    for path, rows in ((live, 5), (other, 2)):
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("CREATE TABLE pair (n)")
+        connection.executemany("INSERT INTO pair VALUES (?)", [(i,) for i in range(rows)])
+        connection.close()
+    backup = tmp_path / "backup.db"
+    engine.copy_database(other, backup)
+    reader = sqlite3.connect(live, isolation_level=None)
+    reader.execute("PRAGMA wal_autocheckpoint=0")
+    reader.execute("INSERT INTO pair VALUES (99)")
+    assert reader.execute("SELECT count(*) FROM pair").fetchone()[0] == 6
+    engine.restore_into(backup, live)
+    assert reader.execute("SELECT count(*) FROM pair").fetchone()[0] == 2
+    reader.close()
+    # Nothing stale came back from the WAL once every connection is gone.
+    assert count(live) == 2
+    assert engine.journal_mode(live) == "wal"
+
+
+def test_restore_onto_a_missing_database_creates_it(tmp_path: Path) -> None:
+    source = tmp_path / "source.db"
+    fill_database(source, 1)
+    backup = tmp_path / "backup.db"
+    engine.copy_database(source, backup)
+    live = tmp_path / "new" / "live.db"
+    live.parent.mkdir()
+    engine.restore_into(backup, live)
+    assert count(live, "blob") == count(source, "blob")
+
+
+def test_restore_with_another_page_size_into_wal_is_refused(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    fill_database(live, 1)
+    before = live.read_bytes()
+    odd = tmp_path / "odd.db"
+    connection = sqlite3.connect(odd, isolation_level=None)
+    connection.execute("PRAGMA page_size=8192")
+    connection.execute("CREATE TABLE t (x)")
+    connection.close()
+    with pytest.raises(engine.EngineError, match="page size"):
+        engine.restore_into(odd, live)
+    assert live.read_bytes() == before
+
+
+def test_restore_gives_up_when_the_live_database_stays_locked(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    fill_database(live, 1, journal_mode="delete")
+    backup = tmp_path / "backup.db"
+    engine.copy_database(live, backup)
+    holder = sqlite3.connect(live, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO blob (data) VALUES (x'00')")
+    try:
+        with pytest.raises(engine.EngineError, match="locked"):
+            engine.restore_into(backup, live, timeout=0.3)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_sha256_matches_hashlib(tmp_path: Path) -> None:
+    import hashlib
+
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(3 * engine.HASH_BLOCK + 17))
+    assert engine.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
