@@ -261,7 +261,10 @@ def migration_difference(
     """(migrations the code has and the backup lacks, migrations only the backup has)."""
     from django.db.migrations.loader import MigrationLoader
 
-    recorded = set(_recorded_migrations(backup.path))
+    try:
+        recorded = set(_recorded_migrations(backup.path))
+    except (sqlite3.Error, OSError) as exc:
+        raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
     known = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
     return sorted(known - recorded), sorted(recorded - known)
 

@@ -9,6 +9,8 @@ from ..base import add_database_argument, command_errors, end_progress, terminal
 
 
 class Command(BaseCommand):
+    # Mistakes in the settings surface as a one-line CommandError when the command runs.
+    requires_system_checks: list[str] = []
     help = "Back up the SQLite database now and print the new backup's path."
 
     def add_arguments(self, parser: CommandParser) -> None:

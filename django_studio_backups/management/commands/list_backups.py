@@ -10,6 +10,8 @@ from ..base import add_database_argument, command_errors, human_size
 
 
 class Command(BaseCommand):
+    # Mistakes in the settings surface as a one-line CommandError when the command runs.
+    requires_system_checks: list[str] = []
     help = "List the backups, newest first."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -1,0 +1,179 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from django_studio_backups import engine, services
+from tests.conftest import StudioDB, fill_database, mounted_tmpfs, run_manage
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def call(*args: str, **kwargs: Any) -> str:
+    out = io.StringIO()
+    call_command(*args, stdout=out, **kwargs)
+    return out.getvalue()
+
+
+def test_backup_now_prints_the_path(studio_db: StudioDB) -> None:
+    result = run_manage(studio_db, "backup_now")
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip())
+    assert path.parent == studio_db.backups
+    assert studio_db.clients(path) == ["Ana", "Beto"]
+    # Not a terminal: no progress drawn.
+    assert "%" not in result.stdout
+
+
+def test_a_failing_command_exits_non_zero_with_one_line(
+    studio_db: StudioDB, tmp_path: Path
+) -> None:
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as readonly:
+        result = run_manage(studio_db, "backup_now", DIRECTORY=str(readonly))
+        assert result.returncode == 1
+        assert result.stderr.startswith("CommandError: Cannot use the backup folder")
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        traced = run_manage(studio_db, "backup_now", "--traceback", DIRECTORY=str(readonly))
+        assert traced.returncode == 1
+        assert "Traceback" in traced.stderr
+
+
+def test_a_misconfiguration_is_a_command_error(studio_db: StudioDB) -> None:
+    result = run_manage(studio_db, "list_backups", "--database", "nope")
+    assert result.returncode == 1
+    assert "CommandError: STUDIO_BACKUPS uses the database alias 'nope'" in result.stderr
+
+
+def test_progress_is_drawn_on_a_terminal(
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_database(studio_db.path, 32)
+    monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
+    out = Terminal()
+    call_command("backup_now", stdout=out)
+    text = out.getvalue()
+    assert "%" in text
+    assert "\r" in text
+    assert text.rstrip().endswith(".db")
+
+
+def test_backup_if_needed_once_a_day(studio_db: StudioDB) -> None:
+    first = run_manage(studio_db, "backup_if_needed")
+    assert first.returncode == 0, first.stderr
+    assert Path(first.stdout.strip()).exists()
+    second = run_manage(studio_db, "backup_if_needed")
+    assert second.returncode == 0
+    assert second.stdout.startswith("Today's backup already exists (last backup: ")
+    assert len(services.list_backups()) == 1
+
+
+def test_list_backups_table_and_json(studio_db: StudioDB) -> None:
+    assert call("list_backups") == "No backups yet.\n"
+    path = services.create_backup_now()
+    assert path is not None
+    table = call("list_backups").splitlines()
+    assert table[0].split() == ["NAME", "DATE", "SIZE", "KIND", "VERIFIED"]
+    assert table[1].startswith(path.name)
+    assert table[1].split()[-2:] == ["manual", "yes"]
+    rows = json.loads(call("list_backups", "--json"))
+    assert rows[0]["name"] == path.name
+    assert rows[0]["path"] == str(path)
+    assert rows[0]["size"] == path.stat().st_size
+
+
+def test_restore_backup_without_asking(studio_db: StudioDB) -> None:
+    backup = services.create_backup_now()
+    assert backup is not None
+    studio_db.add_clients("Carla")
+    result = run_manage(studio_db, "restore_backup", backup.name, "--no-input")
+    assert result.returncode == 0, result.stderr
+    assert studio_db.clients() == ["Ana", "Beto"]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"Restored {backup.name}."
+    safety = lines[1].removeprefix("Safety backup of the previous data: ")
+    assert studio_db.clients(studio_db.backups / safety) == ["Ana", "Beto", "Carla"]
+
+
+@pytest.mark.parametrize(("answer", "restored"), [("yes\n", True), ("no\n", False), ("", False)])
+def test_restore_backup_asks_first(studio_db: StudioDB, answer: str, restored: bool) -> None:
+    backup = services.create_backup_now()
+    assert backup is not None
+    studio_db.add_clients("Carla")
+    result = run_manage(studio_db, "restore_backup", backup.name, input=answer)
+    assert "A safety backup of the current data is made first" in result.stdout
+    if restored:
+        assert result.returncode == 0, result.stderr
+        assert studio_db.clients() == ["Ana", "Beto"]
+    else:
+        assert result.returncode == 1
+        assert "Restore cancelled." in result.stderr
+        assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+
+
+def test_restore_backup_names_migration_differences(studio_db: StudioDB) -> None:
+    with studio_db.connect() as connection:
+        connection.execute("DELETE FROM django_migrations WHERE app = 'studio'")
+        connection.execute(
+            "INSERT INTO django_migrations (app, name, applied) "
+            "VALUES ('studio', '0099_future', '2026-01-01')"
+        )
+    backup = services.create_backup_now()
+    assert backup is not None
+    err = io.StringIO()
+    call_command("restore_backup", backup.name, "--no-input", stdout=io.StringIO(), stderr=err)
+    assert "predates these migrations; run migrate after the restore: studio.0001_initial" in (
+        err.getvalue()
+    )
+    assert "migrations this code does not know: studio.0099_future" in err.getvalue()
+
+
+def test_restore_backup_of_a_bad_file_fails(studio_db: StudioDB) -> None:
+    backup = services.create_backup_now()
+    assert backup is not None
+    backup.write_bytes(b"not a database at all" * 10)
+    with pytest.raises(CommandError, match="cannot be restored"):
+        call_command("restore_backup", backup.name, "--no-input")
+    result = run_manage(studio_db, "restore_backup", "../studio.db", "--no-input")
+    assert result.returncode == 1
+    assert "is not in the backup folder" in result.stderr
+
+
+def test_restore_shows_progress_on_a_terminal(
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fill_database(studio_db.path, 32)
+    backup = services.create_backup_now()
+    assert backup is not None
+    monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
+    out = Terminal()
+    call_command("restore_backup", backup.name, "--no-input", stdout=out)
+    assert "%" in out.getvalue()
+    assert f"Restored {backup.name}." in out.getvalue()
+
+
+def test_verify_backups(studio_db: StudioDB) -> None:
+    good = services.create_backup_now()
+    bad = services.create_backup_now()
+    assert good is not None
+    assert bad is not None
+    assert call("verify_backups", "--full").splitlines()[-1] == "All 2 backups passed."
+    with open(bad, "r+b") as f:
+        f.seek(5000)
+        f.write(b"\x00\x01\x02")
+    result = run_manage(studio_db, "verify_backups")
+    assert result.returncode == 1
+    assert f"BAD  {bad.name}: {bad.name} does not match the SHA-256" in result.stdout
+    assert f"OK   {good.name}" in result.stdout
+    assert "1 of 2 backups failed verification." in result.stderr
+    assert call("verify_backups", good.name) == f"OK   {good.name}\nAll 1 backups passed.\n"
+    with pytest.raises(CommandError, match="no backup called"):
+        call_command("verify_backups", "backup_20000101_000000.db")
