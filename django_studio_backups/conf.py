@@ -214,7 +214,143 @@ def _is_in_memory(name: object) -> bool:
 def _writable(directory: Path) -> bool:
     existing = directory
     while not existing.exists():
-        if existing.parent == existing:
-            return False
         existing = existing.parent
     return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+# Off-site copies ------------------------------------------------------------------------
+
+OFFSITE_DEFAULTS: dict[str, Any] = {
+    "STORAGE": None,
+    # None keeps as many copies off-site as MAX_BACKUPS keeps locally.
+    "MAX_BACKUPS": None,
+    "COMPRESS": "zstd",
+    "ENCRYPT_TO": None,
+}
+COMPRESSIONS = ("zstd", "gzip", None)
+
+
+@dataclass(frozen=True)
+class OffsiteConfig:
+    storage: str
+    max_backups: int
+    compression: str | None
+    recipients: tuple[str, ...]
+
+
+def offsite_problems() -> list[Problem]:
+    """Mistakes in ``STUDIO_BACKUPS["OFFSITE"]``; they stop off-site copies, not backups."""
+    value = user_settings()["OFFSITE"]
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        return [
+            Problem(
+                "studio_backups.E040",
+                f"STUDIO_BACKUPS['OFFSITE'] must be a dict or None, not {value!r}.",
+            )
+        ]
+    found: list[Problem] = []
+    options = {**OFFSITE_DEFAULTS, **value}
+    unknown = sorted(set(options) - set(OFFSITE_DEFAULTS), key=str)
+    if unknown:
+        found.append(
+            Problem(
+                "studio_backups.E040",
+                f"Unknown STUDIO_BACKUPS['OFFSITE'] keys: {', '.join(map(str, unknown))}.",
+                f"Known keys: {', '.join(OFFSITE_DEFAULTS)}.",
+            )
+        )
+    storage = options["STORAGE"]
+    if not isinstance(storage, str) or storage not in settings.STORAGES:
+        found.append(
+            Problem(
+                "studio_backups.E041",
+                f"STUDIO_BACKUPS['OFFSITE']['STORAGE'] is {storage!r}, which is not an alias "
+                "in STORAGES.",
+                "Add a storage for the copies to STORAGES and name its alias here.",
+            )
+        )
+    if options["COMPRESS"] not in COMPRESSIONS:
+        found.append(
+            Problem(
+                "studio_backups.E042",
+                "STUDIO_BACKUPS['OFFSITE']['COMPRESS'] must be 'zstd', 'gzip' or None, "
+                f"not {options['COMPRESS']!r}.",
+            )
+        )
+    found.extend(_recipient_problems(options["ENCRYPT_TO"]))
+    max_backups = options["MAX_BACKUPS"]
+    if max_backups is not None and not (
+        isinstance(max_backups, int) and not isinstance(max_backups, bool) and max_backups >= 1
+    ):
+        found.append(
+            Problem(
+                "studio_backups.E044",
+                "STUDIO_BACKUPS['OFFSITE']['MAX_BACKUPS'] must be a whole number of at least "
+                f"1, or None, not {max_backups!r}.",
+            )
+        )
+    if not any(p.id in {"studio_backups.E042", "studio_backups.E043"} for p in found):
+        from . import codec
+
+        missing = codec.missing_packages(options["COMPRESS"], bool(options["ENCRYPT_TO"]))
+        if missing:
+            found.append(
+                Problem(
+                    "studio_backups.E045",
+                    f"Off-site copies need the Python packages {', '.join(missing)}.",
+                    "Install django-studio-backups[offsite].",
+                )
+            )
+    return found
+
+
+def get_offsite_config(using: str | None = None) -> OffsiteConfig | None:
+    """The off-site settings for ``using``; None when its backups have no off-site copies."""
+    options = user_settings()
+    value = options["OFFSITE"]
+    # Like DIRECTORY, OFFSITE belongs to the configured database: copies of two databases
+    # in one storage would prune each other.
+    if value is None or (using or options["DATABASE"]) != options["DATABASE"]:
+        return None
+    found = offsite_problems()
+    if found:
+        raise ImproperlyConfigured(found[0].message)
+    offsite = {**OFFSITE_DEFAULTS, **value}
+    return OffsiteConfig(
+        storage=offsite["STORAGE"],
+        max_backups=offsite["MAX_BACKUPS"] or options["MAX_BACKUPS"],
+        compression=offsite["COMPRESS"],
+        recipients=tuple(offsite["ENCRYPT_TO"] or ()),
+    )
+
+
+def _recipient_problems(recipients: object) -> list[Problem]:
+    if recipients is None:
+        return []
+    if (
+        not isinstance(recipients, list | tuple)
+        or not recipients
+        or not all(isinstance(r, str) for r in recipients)
+    ):
+        return [
+            Problem(
+                "studio_backups.E043",
+                "STUDIO_BACKUPS['OFFSITE']['ENCRYPT_TO'] must be a non-empty list of age "
+                f"recipients, or None, not {recipients!r}.",
+                "For example ['age1...'] from age-keygen, or an 'ssh-ed25519 ...' public key.",
+            )
+        ]
+    from . import codec
+
+    if codec.missing_packages(None, encrypted=True):
+        return []  # E045 names the missing package; recipients cannot be read without it.
+    found = []
+    for recipient in recipients:
+        try:
+            codec.parse_recipient(recipient)
+        except codec.CodecError as exc:
+            found.append(Problem("studio_backups.E043", f"STUDIO_BACKUPS['OFFSITE']: {exc}."))
+    return found
+
