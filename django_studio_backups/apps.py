@@ -10,4 +10,8 @@ class StudioBackupsConfig(AppConfig):
     default_auto_field = "django.db.models.AutoField"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        # Importing checks registers the system checks.
+        from . import checks, cron, startup  # noqa: F401
+
+        cron.add_job()
+        startup.arm()

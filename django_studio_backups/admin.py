@@ -1,0 +1,345 @@
+"""The admin's Backups page: list, create, verify, download, delete and restore backups.
+
+Every view only calls ``services``; the name in a URL is accepted only when the service lists
+a backup of that name, which rules out paths into the rest of the file system.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+from functools import update_wrapper
+from typing import TYPE_CHECKING, Any
+
+from django.contrib import admin, messages
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http.response import HttpResponseBase
+from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.text import capfirst
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_POST
+
+from . import services
+from .archive import BackupFile
+from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
+from .models import Backup
+from .size_chart import size_chart
+
+if TYPE_CHECKING:
+    ModelAdmin = admin.ModelAdmin[Backup]
+else:
+    ModelAdmin = admin.ModelAdmin
+
+logger = logging.getLogger("django_studio_backups")
+
+STALE_AFTER = timedelta(days=1)
+TIME_FORMAT = "%d/%m/%Y %H:%M"
+
+KIND_LABELS = {
+    "daily": gettext_lazy("daily"),
+    "manual": gettext_lazy("manual"),
+    "safety": gettext_lazy("safety"),
+    "pre-migrate": gettext_lazy("before migrating"),
+}
+
+View = Callable[..., HttpResponseBase]
+
+
+@admin.register(Backup)
+class BackupAdmin(ModelAdmin):
+    def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
+        # A backup is never edited; the add, delete, restore and download permissions
+        # cover everything that can be done to one.
+        return False
+
+    def has_restore_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.restore_backup")
+
+    def has_download_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(f"{self.opts.app_label}.download_backup")
+
+    def get_urls(self) -> list[URLPattern]:
+        def wrap(view: View) -> View:
+            wrapped = self.admin_site.admin_view(view)
+            wrapped.model_admin = self  # type: ignore[attr-defined]
+            return update_wrapper(wrapped, view)
+
+        info = f"{self.opts.app_label}_{self.opts.model_name}"
+        # Backup names never contain a slash, and <str:...> never matches one.
+        return [
+            path("", wrap(self.changelist_view), name=f"{info}_changelist"),
+            path("create/", wrap(self.create_view), name=f"{info}_create"),
+            path("<str:name>/verify/", wrap(self.verify_view), name=f"{info}_verify"),
+            path("<str:name>/download/", wrap(self.download_view), name=f"{info}_download"),
+            path("<str:name>/delete/", wrap(self.delete_backup_view), name=f"{info}_delete"),
+            path("<str:name>/restore/", wrap(self.restore_view), name=f"{info}_restore"),
+        ]
+
+    # The listing -----------------------------------------------------------------------
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        listed = services.list_backups()
+        rows = [{**row, "kind_label": KIND_LABELS.get(row["kind"], _("unknown"))} for row in listed]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": capfirst(self.opts.verbose_name_plural),
+            "backups": rows,
+            "last_backup": services.get_last_backup_display(),
+            "warnings": self._warnings(),
+            "chart": size_chart(listed),
+            "has_add_permission": self.has_add_permission(request),
+            "has_delete_permission": self.has_delete_permission(request),
+            "has_restore_permission": self.has_restore_permission(request),
+            "has_download_permission": self.has_download_permission(request),
+            **(extra_context or {}),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self._template("change_list.html"), context)
+
+    def _warnings(self) -> list[str]:
+        found = []
+        last = services.last_backup_at()
+        if last is None:
+            found.append(_("No backup has been made yet."))
+        elif timezone.now() - last > STALE_AFTER:
+            found.append(
+                _("The last backup was made on %(when)s, more than a day ago.")
+                % {"when": last.strftime(TIME_FORMAT)}
+            )
+        failure = services.last_failure()
+        if failure is not None:
+            found.append(
+                _("The last backup attempt, on %(when)s, failed: %(reason)s")
+                % {"when": failure.at.strftime(TIME_FORMAT), "reason": failure.reason}
+            )
+        return found
+
+    # Actions ---------------------------------------------------------------------------
+
+    def create_view(self, request: HttpRequest) -> HttpResponse:
+        return require_POST(self._create)(request)
+
+    def _create(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        try:
+            backup = services.backup_now(kind="manual")
+        except BackupFailed as exc:
+            self.message_user(
+                request, _("The backup failed: %(reason)s") % {"reason": exc}, messages.ERROR
+            )
+        else:
+            self._log(request, backup.name, ADDITION, _("Backed up the database."))
+            self.message_user(
+                request,
+                _("Backed up the database to %(name)s (%(size)s).")
+                % {"name": backup.name, "size": filesizeformat(backup.size)},
+                messages.SUCCESS,
+            )
+        return self._to_changelist()
+
+    def verify_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        return require_POST(self._verify)(request, name)
+
+    def _verify(self, request: HttpRequest, name: str) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        found = self._find(name)
+        if found is None:
+            return self._not_found(request, name)
+        backup, _row = found
+        problems = services.verify(backup, full=True)
+        if problems:
+            self._log(request, backup.name, CHANGE, _("Verified: damaged."))
+            self.message_user(
+                request,
+                _("%(name)s is damaged: %(problems)s")
+                % {"name": backup.name, "problems": "; ".join(problems)},
+                messages.ERROR,
+            )
+        else:
+            self._log(request, backup.name, CHANGE, _("Verified: intact."))
+            self.message_user(
+                request,
+                _("%(name)s is intact: it matches its checksum and passes SQLite's checks.")
+                % {"name": backup.name},
+                messages.SUCCESS,
+            )
+        return self._to_changelist()
+
+    def download_view(self, request: HttpRequest, name: str) -> HttpResponseBase:
+        if not self.has_download_permission(request):
+            raise PermissionDenied
+        found = self._find(name)
+        if found is None:
+            return self._not_found(request, name)
+        backup, _row = found
+        self._log(request, backup.name, CHANGE, _("Downloaded."))
+        # FileResponse sends the open file in blocks, so memory stays flat for any size.
+        return FileResponse(backup.path.open("rb"), as_attachment=True, filename=backup.name)
+
+    def delete_backup_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        if not self.has_delete_permission(request):
+            raise PermissionDenied
+        found = self._find(name)
+        if found is None:
+            return self._not_found(request, name)
+        backup, row = found
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            return self._confirmation(request, "delete_confirmation.html", row, _("Delete"))
+        try:
+            services.delete_backup(backup.name)
+        except (BackupNotFound, DeleteFailed) as exc:
+            self.message_user(
+                request,
+                _("The backup was not deleted: %(reason)s") % {"reason": exc},
+                messages.ERROR,
+            )
+        else:
+            self._log(request, backup.name, DELETION, _("Deleted."))
+            self.message_user(
+                request, _("Deleted the backup %(name)s.") % {"name": backup.name}, messages.SUCCESS
+            )
+        return self._to_changelist()
+
+    def restore_view(self, request: HttpRequest, name: str) -> HttpResponse:
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        found = self._find(name)
+        if found is None:
+            return self._not_found(request, name)
+        backup, row = found
+        if request.method != "POST" or request.POST.get("post") != "yes":
+            try:
+                missing, unknown = services.migration_difference(backup)
+            except RestoreFailed as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+                return self._to_changelist()
+            return self._confirmation(
+                request,
+                "restore_confirmation.html",
+                row,
+                _("Restore"),
+                missing_migrations=[f"{app}.{migration}" for app, migration in missing],
+                unknown_migrations=[f"{app}.{migration}" for app, migration in unknown],
+            )
+        try:
+            report = services.restore(backup.name)
+        except RestoreFailed as exc:
+            self.message_user(
+                request,
+                _("The restore failed; the database is as it was. %(reason)s") % {"reason": exc},
+                messages.ERROR,
+            )
+            return self._to_changelist()
+        # Only now: the restore replaced every table, the admin's history included.
+        self._log_after_restore(request, report)
+        if report.safety_backup is not None:
+            text = _(
+                "Restored the database from %(name)s. The data as it was just before is in "
+                "the safety backup %(safety)s."
+            ) % {"name": report.restored.name, "safety": report.safety_backup.name}
+        else:
+            text = _("Restored the database from %(name)s.") % {"name": report.restored.name}
+        self.message_user(request, text, messages.SUCCESS)
+        if report.missing_migrations:
+            self.message_user(
+                request,
+                _("The backup predates migrations of the current code; run migrate: %(names)s")
+                % {"names": ", ".join(f"{a}.{m}" for a, m in report.missing_migrations)},
+                messages.WARNING,
+            )
+        return self._to_changelist()
+
+    # Helpers ---------------------------------------------------------------------------
+
+    def _confirmation(
+        self,
+        request: HttpRequest,
+        template: str,
+        backup: dict[str, Any],
+        title: str,
+        **extra: Any,
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": title,
+            "backup": backup,
+            "kind_label": KIND_LABELS.get(backup["kind"], _("unknown")),
+            **extra,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self._template(template), context)
+
+    def _find(self, name: str) -> tuple[BackupFile, dict[str, Any]] | None:
+        """The listed backup called ``name``, with its ``services.list_backups()`` row."""
+        try:
+            backup = services.find_backup(name)
+        except BackupNotFound:
+            return None
+        row = next((r for r in services.list_backups() if r["name"] == backup.name), None)
+        if row is None:  # pragma: no cover - deleted between two listings of the folder
+            return None
+        return backup, row
+
+    def _template(self, name: str) -> list[str]:
+        app_label, model_name = self.opts.app_label, self.opts.model_name
+        return [f"admin/{app_label}/{model_name}/{name}", f"admin/{app_label}/{name}"]
+
+    def _to_changelist(self) -> HttpResponseRedirect:
+        return HttpResponseRedirect(
+            reverse(
+                f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist",
+                current_app=self.admin_site.name,
+            )
+        )
+
+    def _not_found(self, request: HttpRequest, name: str) -> HttpResponseRedirect:
+        self.message_user(
+            request,
+            _("There is no backup called “%(name)s”. Perhaps it was deleted?") % {"name": name},
+            messages.WARNING,
+        )
+        return self._to_changelist()
+
+    def _log(self, request: HttpRequest, name: str, flag: int, message: str) -> None:
+        LogEntry.objects.create(
+            user_id=request.user.pk,
+            content_type=ContentType.objects.get_for_model(Backup),
+            object_id=name,
+            object_repr=name,
+            action_flag=flag,
+            change_message=message,
+        )
+
+    def _log_after_restore(self, request: HttpRequest, report: services.RestoreReport) -> None:
+        # The restored database may number the content types differently.
+        ContentType.objects.clear_cache()
+        users = get_user_model()._default_manager
+        if not users.filter(pk=request.user.pk).exists():
+            logger.warning(
+                "Not recording the restore of %s in the admin history: the user %s is not in "
+                "the restored database",
+                report.restored.name,
+                request.user,
+            )
+            return
+        message = _("Restored the database from this backup.")
+        if report.safety_backup is not None:
+            message += " " + _("Safety backup: %(name)s.") % {"name": report.safety_backup.name}
+        self._log(request, report.restored.name, CHANGE, message)

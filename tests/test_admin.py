@@ -1,0 +1,764 @@
+from __future__ import annotations
+
+import ast
+import contextlib
+import gettext
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tracemalloc
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
+from django.contrib.auth.models import Permission, User
+from django.contrib.messages import get_messages
+from django.db import connections
+from django.http import FileResponse
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from django_studio_backups import locking, services
+from django_studio_backups.models import Backup
+from django_studio_backups.size_chart import size_chart
+from tests.conftest import StudioDB
+
+if TYPE_CHECKING:
+    from django.test.client import _MonkeyPatchedWSGIResponse as Response
+else:
+    Response = Any
+
+pytestmark = pytest.mark.django_db(databases=["default", "studio"])
+
+ZONE = ZoneInfo("America/Hermosillo")
+PERMISSIONS = ("view_backup", "add_backup", "delete_backup", "restore_backup", "download_backup")
+
+
+def url(view: str, name: str | None = None) -> str:
+    args = [name] if name is not None else []
+    return reverse(f"admin:django_studio_backups_backup_{view}", args=args)
+
+
+def staff(*codenames: str, username: str = "staff") -> User:
+    user: User = User.objects.create_user(username, password="pw", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label="django_studio_backups", codename__in=codenames
+        )
+    )
+    return user
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def superuser() -> User:
+    user: User = User.objects.create_superuser("boss", password="pw")
+    return user
+
+
+@pytest.fixture
+def admin_client(superuser: User) -> Client:
+    return logged_in(superuser)
+
+
+def texts(response: Response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def entries() -> list[tuple[int, str, str]]:
+    return [
+        (e.action_flag, e.object_repr, e.change_message) for e in LogEntry.objects.order_by("pk")
+    ]
+
+
+@contextlib.contextmanager
+def read_only_mount(directory: Path) -> Iterator[None]:
+    """A real read-only filesystem at ``directory`` (root may write past chmod)."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("A read-only mount needs root, and CI runs as root")
+        pytest.skip("A read-only mount needs root")
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True
+    )
+    try:
+        yield
+    finally:
+        subprocess.run(["umount", str(directory)], check=True)
+
+
+# Who may do what ---------------------------------------------------------------------
+
+
+def make_request(client: Client, action: str, name: str) -> Response:
+    if action == "changelist":
+        return client.get(url("changelist"))
+    if action == "create":
+        return client.post(url("create"))
+    if action in ("verify",):
+        return client.post(url(action, name))
+    if action == "download":
+        return client.get(url(action, name))
+    if action.endswith("_confirm"):
+        return client.get(url(action.removesuffix("_confirm"), name))
+    return client.post(url(action, name), {"post": "yes"})
+
+
+# Each action and the one permission it needs.
+ACTIONS = [
+    ("changelist", "view_backup", 200),
+    ("create", "add_backup", 302),
+    ("verify", "view_backup", 302),
+    ("download", "download_backup", 200),
+    ("delete_confirm", "delete_backup", 200),
+    ("delete", "delete_backup", 302),
+    ("restore_confirm", "restore_backup", 200),
+    ("restore", "restore_backup", 302),
+]
+
+
+@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
+def test_anonymous_users_are_sent_to_the_login_page(
+    studio_db: StudioDB, action: str, permission: str, status: int
+) -> None:
+    name = services.backup_now().name
+    response = make_request(Client(), action, name)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+    assert [b.name for b in services.backups()] == [name]
+
+
+@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
+def test_each_view_needs_its_own_permission(
+    studio_db: StudioDB, action: str, permission: str, status: int
+) -> None:
+    name = services.backup_now().name
+    studio_db.add_clients("Carla")
+    nothing = logged_in(staff())
+    assert make_request(nothing, action, name).status_code == 403
+    # Every permission but the one the view needs is not enough either.
+    others = [p for p in PERMISSIONS if p != permission]
+    assert make_request(logged_in(staff(*others, username="others")), action, name).status_code == (
+        403
+    )
+    assert [b.name for b in services.backups()] == [name]
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert LogEntry.objects.count() == 0
+    response = make_request(logged_in(staff(permission, username="allowed")), action, name)
+    assert response.status_code == status
+
+
+@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
+def test_superusers_may_do_everything(
+    studio_db: StudioDB, admin_client: Client, action: str, permission: str, status: int
+) -> None:
+    name = services.backup_now().name
+    response = make_request(admin_client, action, name)
+    assert response.status_code == status
+    if status == 302:
+        assert response["Location"] == url("changelist")
+
+
+def test_staff_without_the_view_permission_do_not_see_the_app(studio_db: StudioDB) -> None:
+    response = logged_in(staff()).get(reverse("admin:index"))
+    assert url("changelist") not in response.content.decode()
+    response = logged_in(staff("view_backup", username="viewer")).get(reverse("admin:index"))
+    assert url("changelist") in response.content.decode()
+
+
+def test_view_only_users_see_no_buttons_they_cannot_use(studio_db: StudioDB) -> None:
+    name = services.backup_now().name
+    page = logged_in(staff("view_backup")).get(url("changelist")).content.decode()
+    assert name in page
+    assert url("verify", name) in page
+    for view in ("restore", "download", "delete"):
+        assert url(view, name) not in page
+    assert url("create") not in page
+
+
+def test_superusers_see_every_button(studio_db: StudioDB, admin_client: Client) -> None:
+    name = services.backup_now().name
+    page = admin_client.get(url("changelist")).content.decode()
+    for view in ("restore", "download", "delete", "verify"):
+        assert url(view, name) in page
+    assert url("create") in page
+
+
+@pytest.mark.parametrize("view", ["create", "verify"])
+def test_actions_refuse_get(studio_db: StudioDB, admin_client: Client, view: str) -> None:
+    name = services.backup_now().name
+    response = admin_client.get(url(view, None if view == "create" else name))
+    assert response.status_code == 405
+    assert len(services.backups()) == 1
+    assert LogEntry.objects.count() == 0
+
+
+@pytest.mark.parametrize("view", ["create", "verify", "delete", "restore"])
+def test_actions_need_the_csrf_token(studio_db: StudioDB, superuser: User, view: str) -> None:
+    name = services.backup_now().name
+    studio_db.add_clients("Carla")
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(superuser)
+    response = client.post(url(view, None if view == "create" else name), {"post": "yes"})
+    assert response.status_code == 403
+    assert [b.name for b in services.backups()] == [name]
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+
+
+# The listing -------------------------------------------------------------------------
+
+
+def test_the_listing_shows_every_backup_newest_first(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
+    first = services.backup_now(kind="daily")
+    studio_db.add_clients(*(f"client {i}" for i in range(2000)))
+    second = services.backup_now()
+    os.utime(first.path, (first.path.stat().st_atime, first.path.stat().st_mtime - 3600))
+    response = admin_client.get(url("changelist"))
+    page = response.content.decode()
+    assert response.status_code == 200
+    table = page.split('id="result_list"')[1]
+    assert table.index(second.name) < table.index(first.name)
+    for backup in (first, second):
+        made = datetime.fromisoformat(backup.manifest["created_at"])
+        assert made.astimezone(ZONE).strftime("%d/%m/%Y %H:%M") in table
+    assert ">daily<" in page
+    assert ">manual<" in page
+    assert "KB" in page  # human-readable sizes
+    assert page.count("icon-yes.svg") == 2
+    assert f"Last backup: <strong>{services.get_last_backup_display()}</strong>" in page
+    # The chart: a point for each backup, drawn on the server.
+    assert 'id="studio-backups-chart"' in page
+    assert page.count('<circle class="dot"') == 2
+    assert "<script" not in page.split('id="studio-backups-chart"')[1].split("</svg>")[0]
+    assert 'class="breadcrumbs"' in page
+    assert "admin/css/base.css" in page
+    assert "No backup has been made yet." not in page
+
+
+def test_an_empty_folder(studio_db: StudioDB, admin_client: Client) -> None:
+    page = admin_client.get(url("changelist")).content.decode()
+    assert "There are no backups yet." in page
+    assert "No backup has been made yet." in page
+    assert "Last backup: <strong>—</strong>" in page
+    assert 'id="studio-backups-chart"' not in page
+
+
+def test_a_stale_backup_is_a_warning(studio_db: StudioDB, admin_client: Client) -> None:
+    services.backup_now()
+    two_days_ago = timezone.now().astimezone(ZONE) - timedelta(days=2)
+    studio_db.state_file.write_text(json.dumps({"last_backup_at": two_days_ago.isoformat()}))
+    page = admin_client.get(url("changelist")).content.decode()
+    assert (
+        f"The last backup was made on {two_days_ago.strftime('%d/%m/%Y %H:%M')}, "
+        "more than a day ago." in page
+    )
+
+
+def test_a_failed_backup_is_reported_and_then_a_warning(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
+    with read_only_mount(studio_db.backups):
+        response = admin_client.post(url("create"), follow=True)
+        assert response.redirect_chain == [(url("changelist"), 302)]
+        [message] = texts(response)
+        assert message.startswith("The backup failed: ")
+        assert str(studio_db.backups) in message
+        page = response.content.decode()
+        assert "The last backup attempt, on " in page
+        assert services.backups() == []
+    assert LogEntry.objects.count() == 0
+    # A successful backup afterwards clears the warning.
+    response = admin_client.post(url("create"), follow=True)
+    assert "The last backup attempt" not in response.content.decode()
+
+
+def test_the_chart_spreads_backups_of_the_same_second() -> None:
+    moment = datetime(2026, 3, 4, 15, 30, 45, tzinfo=ZONE)
+    rows = [
+        {"name": f"b{i}", "created_at": moment, "size": 100 * (i + 1), "display": "x"}
+        for i in range(3)
+    ]
+    chart = size_chart(rows)
+    assert chart is not None
+    assert [round(p.x) for p in chart.points] == [80, 354, 628]
+    assert [round(p.y) for p in chart.points] == [105, 59, 12]
+    [only] = size_chart(rows[:1]).points  # type: ignore[union-attr]
+    assert round(only.x) == 354
+    empty = size_chart([{"name": "e", "created_at": moment, "size": 0, "display": "x"}])
+    assert empty is not None
+    assert empty.points[0].y == empty.bottom
+    assert size_chart([]) is None
+
+
+def test_the_chart_places_backups_by_time() -> None:
+    start = datetime(2026, 3, 1, tzinfo=ZONE)
+    rows = [
+        {"name": "c", "created_at": start + timedelta(days=4), "size": 400, "display": "5"},
+        {"name": "a", "created_at": start, "size": 200, "display": "1"},
+        {"name": "b", "created_at": start + timedelta(days=1), "size": 300, "display": "2"},
+    ]
+    chart = size_chart(rows)
+    assert chart is not None
+    assert [p.name for p in chart.points] == ["a", "b", "c"]
+    assert [round(p.x) for p in chart.points] == [80, 217, 628]
+    assert chart.polyline.startswith("80.0,")
+    assert (chart.first_display, chart.last_display, chart.largest) == ("1", "5", 400)
+
+
+# Back up now -------------------------------------------------------------------------
+
+
+def test_back_up_now(studio_db: StudioDB, admin_client: Client, superuser: User) -> None:
+    response = admin_client.post(url("create"), follow=True)
+    [backup] = services.backups()
+    assert backup.kind == "manual"
+    assert studio_db.clients(backup.path) == ["Ana", "Beto"]
+    [message] = texts(response)
+    assert message.startswith(f"Backed up the database to {backup.name} (")
+    assert backup.name in response.content.decode()
+    [entry] = LogEntry.objects.all()
+    assert (entry.user, entry.action_flag, entry.object_repr, entry.object_id) == (
+        superuser,
+        ADDITION,
+        backup.name,
+        backup.name,
+    )
+    assert entry.get_change_message() == "Backed up the database."
+    assert entry.content_type.model_class() is Backup
+    assert str(Backup(name=backup.name)) == backup.name
+
+
+# Names that are not listed backups -----------------------------------------------------
+
+
+def bad_names(studio_db: StudioDB, outside: Path) -> list[str]:
+    studio_db.backups.mkdir(exist_ok=True)
+    # A symlink with a backup's name that points out of the folder.
+    (studio_db.backups / "backup_20990101_000000.db").symlink_to(outside)
+    return [
+        "backup_20200101_000000.db",  # well-formed, but no such backup
+        "backup_20990101_000000.db",
+        "..",
+        ".",
+        "...",
+        "settings.json",
+        "studio.db",
+        "backup_20200101_000000.db\x00",
+        "%2e%2e",
+        ".lock",
+    ]
+
+
+@pytest.mark.parametrize("view", ["verify", "download", "delete", "restore"])
+def test_names_that_are_not_listed_backups_are_refused(
+    studio_db: StudioDB, admin_client: Client, tmp_path: Path, view: str
+) -> None:
+    real = services.backup_now().name
+    outside = tmp_path / "secret.db"
+    shutil.copyfile(studio_db.path, outside)
+    studio_db.add_clients("Carla")
+    for name in bad_names(studio_db, outside):
+        for method in ("get", "post"):
+            response = getattr(admin_client, method)(url(view, name), {"post": "yes"}, follow=True)
+            if view == "verify" and method == "get":
+                assert response.status_code == 405
+                continue
+            assert response.redirect_chain == [(url("changelist"), 302)], name
+            [message] = texts(response)
+            assert "Perhaps it was deleted?" in message
+            assert not isinstance(response, FileResponse)
+    assert outside.exists()
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert [b.name for b in services.backups()] == [real]
+    assert LogEntry.objects.count() == 0
+
+
+@pytest.mark.parametrize("view", ["verify", "download", "delete", "restore"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "../settings.json",
+        "..%2Fsettings.json",
+        "%2E%2E%2Fsettings.json",
+        "..%252Fsettings.json",
+        "/etc/passwd",
+        "%2Fetc%2Fpasswd",
+        "..\\settings.json",
+    ],
+)
+def test_paths_never_reach_a_view(
+    studio_db: StudioDB, admin_client: Client, view: str, path: str
+) -> None:
+    services.backup_now()
+    prefix = url("changelist")
+    response = admin_client.post(f"{prefix}{path}/{view}/", {"post": "yes"})
+    # Either no URL matches, or the view finds no backup of that name.
+    assert response.status_code in (302, 404)
+    if response.status_code == 302:
+        assert response["Location"] == url("changelist")
+    assert not isinstance(response, FileResponse)
+    assert len(services.backups()) == 1
+    assert LogEntry.objects.count() == 0
+
+
+# Verify ------------------------------------------------------------------------------
+
+
+def test_verify_an_intact_backup(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    response = admin_client.post(url("verify", backup.name), follow=True)
+    assert texts(response) == [
+        f"{backup.name} is intact: it matches its checksum and passes SQLite's checks."
+    ]
+    assert entries() == [(CHANGE, backup.name, "Verified: intact.")]
+
+
+def test_verify_a_damaged_backup(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    with backup.path.open("r+b") as f:
+        f.seek(200)
+        f.write(b"\xff" * 64)
+    response = admin_client.post(url("verify", backup.name), follow=True)
+    [message] = texts(response)
+    assert message.startswith(f"{backup.name} is damaged: ")
+    assert "SHA-256" in message
+    assert response.content.decode().count("icon-no.svg") == 1
+    assert entries() == [(CHANGE, backup.name, "Verified: damaged.")]
+
+
+# Download ----------------------------------------------------------------------------
+
+
+def test_download_sends_the_file(
+    studio_db: StudioDB, admin_client: Client, superuser: User
+) -> None:
+    backup = services.backup_now()
+    response = admin_client.get(url("download", backup.name))
+    assert isinstance(response, FileResponse)
+    assert response.streaming
+    assert response["Content-Disposition"] == f'attachment; filename="{backup.name}"'
+    assert b"".join(response.streaming_content) == backup.path.read_bytes()
+    assert entries() == [(CHANGE, backup.name, "Downloaded.")]
+
+
+def test_download_streams_in_constant_memory(studio_db: StudioDB, admin_client: Client) -> None:
+    with sqlite3_connection(studio_db.path) as connection:
+        connection.execute("CREATE TABLE filler (data BLOB)")
+        for _ in range(40):
+            connection.execute("INSERT INTO filler VALUES (randomblob(1048576))")
+    backup = services.backup_now()
+    assert backup.size > 40 * 1024 * 1024
+    digest = hashlib.sha256()
+    tracemalloc.start()
+    try:
+        response = admin_client.get(url("download", backup.name))
+        for chunk in response.streaming_content:  # type: ignore[attr-defined]
+            digest.update(chunk)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert digest.hexdigest() == backup.sha256
+    assert peak < 2 * 1024 * 1024, f"{peak} bytes held while sending {backup.size} bytes"
+
+
+@contextlib.contextmanager
+def sqlite3_connection(path: Path) -> Iterator[Any]:
+    import sqlite3
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+# Delete ------------------------------------------------------------------------------
+
+
+def test_delete_asks_first(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    page = admin_client.get(url("delete", backup.name)).content.decode()
+    assert f"Are you sure you want to delete the backup “{backup.name}”" in page
+    assert 'name="post" value="yes"' in page
+    assert 'class="button cancel-link"' in page
+    # A POST without the confirmation only shows the question again.
+    response = admin_client.post(url("delete", backup.name))
+    assert response.status_code == 200
+    assert [b.name for b in services.backups()] == [backup.name]
+    assert LogEntry.objects.count() == 0
+
+
+def test_delete(studio_db: StudioDB, admin_client: Client) -> None:
+    keep = services.backup_now()
+    backup = services.backup_now()
+    response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
+    assert texts(response) == [f"Deleted the backup {backup.name}."]
+    assert not backup.path.exists()
+    assert not backup.manifest_path.exists()
+    assert [b.name for b in services.backups()] == [keep.name]
+    assert entries() == [(DELETION, backup.name, "Deleted.")]
+
+
+def test_a_failed_delete_is_reported(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    # A directory where the manifest should be: unlink() fails, as on a damaged disk.
+    backup.manifest_path.unlink()
+    backup.manifest_path.mkdir()
+    (backup.manifest_path / "keep").write_text("x")
+    response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
+    [message] = texts(response)
+    assert message.startswith(f"The backup was not deleted: Could not delete {backup.name}: ")
+    assert backup.path.exists()
+    assert LogEntry.objects.count() == 0
+
+
+def test_delete_waits_for_a_running_backup(
+    studio_db: StudioDB, admin_client: Client, settings: SettingsWrapper
+) -> None:
+    backup = services.backup_now()
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "LOCK_TIMEOUT": 0.2}
+    # What a backup or restore in another process holds while it runs.
+    with locking.exclusive(studio_db.backups / locking.LOCK_NAME, 1):
+        response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
+    [message] = texts(response)
+    assert message.startswith("The backup was not deleted: Cannot use the backup folder ")
+    assert "another backup or restore" in message
+    assert backup.path.exists()
+    assert LogEntry.objects.count() == 0
+
+
+# Restore -----------------------------------------------------------------------------
+
+
+def test_restore_asks_first(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    response = admin_client.get(url("restore", backup.name))
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert f"restore the database from the backup “{backup.name}”" in page
+    row = services.list_backups()[0]
+    assert row["display"] in page
+    assert "KB" in page
+    assert "A safety backup of the current data is made first" in page
+    assert "Users may be logged out" in page
+    assert "sessions live in the database" in page
+    assert 'name="post" value="yes"' in page
+    assert f'href="{url("changelist")}" class="button cancel-link"' in page
+    assert "predates" not in page
+    response = admin_client.post(url("restore", backup.name))
+    assert response.status_code == 200
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert len(services.backups()) == 1
+
+
+def test_restore(studio_db: StudioDB, admin_client: Client, superuser: User) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    response = admin_client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
+    assert studio_db.clients() == ["Ana", "Beto"]
+    [safety] = [b for b in services.backups() if b.kind == "safety"]
+    assert studio_db.clients(safety.path) == ["Ana", "Beto", "Carla"]
+    assert texts(response) == [
+        f"Restored the database from {backup.name}. The data as it was just before is in "
+        f"the safety backup {safety.name}."
+    ]
+    page = response.content.decode()
+    assert safety.name in page
+    assert ">safety<" in page
+    [entry] = LogEntry.objects.all()
+    assert (entry.user, entry.action_flag, entry.object_repr) == (superuser, CHANGE, backup.name)
+    assert entry.change_message == (
+        f"Restored the database from this backup. Safety backup: {safety.name}."
+    )
+
+
+def test_restore_without_a_live_database(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    connections["studio"].close()
+    studio_db.path.unlink()
+    for suffix in ("-wal", "-shm"):
+        studio_db.path.with_name(studio_db.path.name + suffix).unlink(missing_ok=True)
+    response = admin_client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
+    assert texts(response) == [f"Restored the database from {backup.name}."]
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_restoring_an_older_schema_says_to_migrate(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
+    backup = services.backup_now()
+    # An older backup: one that lacks the last migration of the 'studio' app.
+    with sqlite3_connection(backup.path) as connection:
+        connection.execute("DELETE FROM django_migrations WHERE app = 'studio'")
+    manifest = json.loads(backup.manifest_path.read_text())
+    manifest.pop("sha256")
+    backup.manifest_path.write_text(json.dumps(manifest))
+    page = admin_client.get(url("restore", backup.name)).content.decode()
+    assert "run migrate after the restore: studio.0001_initial" in page
+    response = admin_client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
+    assert texts(response)[1] == (
+        "The backup predates migrations of the current code; run migrate: studio.0001_initial"
+    )
+
+
+def test_restoring_a_newer_schema_warns(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    with sqlite3_connection(backup.path) as connection:
+        connection.execute(
+            "INSERT INTO django_migrations (app, name, applied) "
+            "VALUES ('studio', '0099_future', '2030-01-01')"
+        )
+    page = admin_client.get(url("restore", backup.name)).content.decode()
+    assert "migrations the current code does not know: studio.0099_future" in page
+
+
+def test_a_corrupt_backup_is_not_restored(studio_db: StudioDB, admin_client: Client) -> None:
+    services.backup_now()
+    studio_db.add_clients("Carla")
+    corrupt = studio_db.backups / "backup_20200101_000000.db"
+    corrupt.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))
+    response = admin_client.post(url("restore", corrupt.name), {"post": "yes"}, follow=True)
+    [message] = texts(response)
+    assert message.startswith("The restore failed; the database is as it was. ")
+    assert corrupt.name in message
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert LogEntry.objects.count() == 0
+    assert not [b for b in services.backups() if b.kind == "safety"]
+    # The confirmation page says so before anyone tries.
+    response = admin_client.get(url("restore", corrupt.name), follow=True)
+    assert response.redirect_chain == [(url("changelist"), 302)]
+    [message] = texts(response)
+    assert message.startswith(f"{corrupt.name} cannot be restored: ")
+
+
+# Restoring the admin's own database ----------------------------------------------------
+
+
+@pytest.fixture
+def default_backups(settings: SettingsWrapper, tmp_path: Path) -> Path:
+    settings.STUDIO_BACKUPS = {
+        "DATABASE": "default",
+        "DIRECTORY": str(tmp_path / "backups"),
+        "STATE_FILE": str(tmp_path / "settings.json"),
+    }
+    return tmp_path / "backups"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_restore_into_the_admins_database_keeps_the_history_entry(
+    default_backups: Path, superuser: User
+) -> None:
+    client = logged_in(superuser)
+    backup = services.backup_now()
+    User.objects.create_user("made-after-the-backup")
+    response = client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
+    assert not User.objects.filter(username="made-after-the-backup").exists()
+    # The session was in the backup too, so the admin stays logged in.
+    assert response.status_code == 200
+    assert response.redirect_chain == [(url("changelist"), 302)]
+    [entry] = LogEntry.objects.all()
+    assert (entry.user, entry.action_flag, entry.object_repr) == (superuser, CHANGE, backup.name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_restore_by_a_user_the_backup_does_not_know(
+    default_backups: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    backup = services.backup_now()
+    newcomer = User.objects.create_superuser("newcomer", password="pw")
+    client = logged_in(newcomer)
+    with caplog.at_level(logging.WARNING, logger="django_studio_backups"):
+        response = client.post(url("restore", backup.name), {"post": "yes"})
+    assert response.status_code == 302
+    assert not User.objects.filter(username="newcomer").exists()
+    assert LogEntry.objects.count() == 0
+    assert (
+        f"Not recording the restore of {backup.name} in the admin history: the user newcomer "
+        "is not in the restored database" in caplog.text
+    )
+    # Their session went with the restore: the next page asks them to log in.
+    page = client.get(url("changelist"))
+    assert page.status_code == 302
+    assert page["Location"].startswith(reverse("admin:login"))
+    # The success message travels in a cookie, so it is still shown after logging in.
+    assert any(
+        m.startswith(f"Restored the database from {backup.name}.")
+        for m in texts(client.get(reverse("admin:login")))
+    )
+
+
+# Spanish -----------------------------------------------------------------------------
+
+
+def test_the_page_speaks_spanish(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now(kind="daily")
+    page = admin_client.get(url("changelist"), HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert 'lang="es"' in page
+    assert "Respaldos" in page
+    assert "Último respaldo:" in page
+    assert "Respaldar ahora" in page
+    assert "Restaurar…" in page
+    assert "Descargar" in page
+    assert "Verificar" in page
+    assert ">diaria<" in page
+    confirm = admin_client.get(url("restore", backup.name), HTTP_ACCEPT_LANGUAGE="es")
+    text = confirm.content.decode()
+    assert "Primero se hace un respaldo de seguridad de los datos actuales" in text
+    assert "Sí, restaurar" in text
+    response = admin_client.post(url("create"), HTTP_ACCEPT_LANGUAGE="es", follow=True)
+    assert texts(response)[0].startswith("Se respaldó la base de datos en ")
+
+
+def po_entries(path: Path) -> list[dict[str, Any]]:
+    """The entries of a .po file: their fields (strings joined) and their flags."""
+    found = []
+    for block in path.read_text(encoding="utf-8").split("\n\n"):
+        entry: dict[str, Any] = {"flags": ""}
+        key = ""
+        for line in block.strip().splitlines():
+            if line.startswith("#,"):
+                entry["flags"] += line
+            elif line.startswith('"'):
+                entry[key] += ast.literal_eval(line)
+            elif not line.startswith("#"):
+                key, _, value = line.partition(" ")
+                entry[key] = ast.literal_eval(value)
+        found.append(entry)
+    return found
+
+
+def test_every_message_has_a_current_spanish_translation() -> None:
+    directory = Path(services.__file__).parent / "locale" / "es" / "LC_MESSAGES"
+    entries = po_entries(directory / "django.po")
+    with (directory / "django.mo").open("rb") as f:
+        compiled = gettext.GNUTranslations(f)
+    assert len(entries) > 50
+    for entry in entries[1:]:
+        assert "fuzzy" not in entry["flags"], entry
+        if "msgid_plural" in entry:
+            forms = [entry[f"msgstr[{n}]"] for n in range(3)]
+            assert all(forms), entry
+            assert compiled.ngettext(entry["msgid"], entry["msgid_plural"], 1) == forms[0]
+            assert compiled.ngettext(entry["msgid"], entry["msgid_plural"], 2) == forms[2]
+        else:
+            assert entry["msgstr"], entry
+            # The committed .mo must match the .po: the tests read the compiled file.
+            assert compiled.gettext(entry["msgid"]) == entry["msgstr"], entry
