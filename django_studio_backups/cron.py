@@ -1,0 +1,65 @@
+"""The daily backup job that django-crontab runs, and its entry in ``settings.CRONJOBS``.
+
+django-crontab logs whatever a job raises under its own logger and still exits 0, and cron
+sends the output wherever the crontab line says. So the job itself logs every failure with
+its cause, records it in the state file and sends ``backup_failed``; it raises nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from django.apps import apps
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+from . import conf, services, signals
+from .archive import BackupFile
+from .exceptions import BackupError
+
+logger = logging.getLogger("django_studio_backups")
+
+JOB = "django_studio_backups.cron.daily_backup"
+
+
+def daily_backup() -> Path | None:
+    """Make today's backup unless it exists: its path, or None (none needed, or failed)."""
+    try:
+        backup = services.backup_if_needed()
+    except BackupError:
+        # backup_if_needed() has logged it, recorded it and sent backup_failed.
+        return None
+    except ImproperlyConfigured as exc:
+        # Without usable settings there is no state file to record the failure in.
+        logger.error("The daily backup cannot run: %s", exc)
+        signals.backup_failed.send(
+            sender=BackupFile,
+            kind="daily",
+            reason=str(exc),
+            using=conf.user_settings()["DATABASE"],
+        )
+        return None
+    except Exception as exc:
+        # A bug, or a project's signal receiver that failed: still a failed daily backup.
+        logger.exception("The daily backup failed unexpectedly")
+        services.record_failure(f"The daily backup failed unexpectedly: {exc!r}", kind="daily")
+        return None
+    return backup.path if backup is not None else None
+
+
+def is_scheduled() -> bool:
+    jobs = getattr(settings, "CRONJOBS", None) or []
+    return any(isinstance(job, list | tuple) and len(job) > 1 and job[1] == JOB for job in jobs)
+
+
+def add_job() -> None:
+    """Add the daily job to ``settings.CRONJOBS``, unless the project lists it or opted out."""
+    schedule = conf.user_settings()["CRON_SCHEDULE"]
+    if not apps.is_installed("django_crontab") or not conf.is_cron_schedule(schedule):
+        return
+    if is_scheduled():
+        return
+    # django-crontab names the job in the crontab line by a hash of its JSON; every process
+    # (``crontab add`` and cron's ``crontab run``) builds this same tuple, so the hashes match.
+    settings.CRONJOBS = [*(getattr(settings, "CRONJOBS", None) or []), (schedule, JOB)]
