@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -172,12 +171,10 @@ def temporary_path(directory: Path, suffix: str = ".db") -> Path:
 def remove_temporary_files(directory: Path) -> list[Path]:
     """Delete what interrupted runs left; only call it while holding the backup lock."""
     removed = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(directory):
-            if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+    for entry in os.scandir(directory):
+        if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
     return removed
 
 
@@ -216,7 +213,8 @@ def write_private_json(path: Path, data: dict[str, Any]) -> None:
 
 def replace_json(path: Path, data: dict[str, Any], *, mode: int = PRIVATE_FILE) -> None:
     """Write ``data`` to ``path`` atomically: readers see the old file or the new one."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The TEMP_PREFIX lets the next backup clear what a killed writer left in the backup folder.
+    fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", dir=path.parent)
     temporary = Path(name)
     try:
         os.fchmod(fd, mode)

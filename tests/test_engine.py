@@ -256,3 +256,21 @@ def test_sha256_matches_hashlib(tmp_path: Path) -> None:
     path = tmp_path / "data"
     path.write_bytes(os.urandom(3 * engine.HASH_BLOCK + 17))
     assert engine.sha256_of(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_restore_into_rollback_mode_reports_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live = tmp_path / "live.db"
+    fill_database(live, 1, journal_mode="delete")
+    source = tmp_path / "source.db"
+    fill_database(source, 24, journal_mode="delete")
+    backup = tmp_path / "backup.db"
+    engine.copy_database(source, backup)
+    monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
+    seen: list[int] = []
+    engine.restore_into(backup, live, progress=lambda done, total: seen.append(done))
+    assert seen
+    assert count(live, "blob") == count(source, "blob")
+    assert engine.journal_mode(live) == "delete"
+    assert not Path(f"{live}-journal").exists()
