@@ -32,9 +32,10 @@ system-packages:
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: $(BIN)/python requirements/test.txt setup.cfg pyproject.toml
+$(VENV)/.installed: $(BIN)/python requirements/test.txt requirements/lint.txt setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/test.txt -e .
+	$(BIN)/python -m pip install -q --disable-pip-version-check \
+		"Django>=5.2,<5.3" -r requirements/test.txt -r requirements/lint.txt -e .
 	touch $@
 
 venv: $(VENV)/.installed

@@ -15,3 +15,5 @@ class StudioBackupsConfig(AppConfig):
 
         cron.add_job()
         startup.arm()
+        # Importing these connects their signal receivers.
+        from . import growth, premigrate  # noqa: F401

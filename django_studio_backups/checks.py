@@ -11,7 +11,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, services
+from . import conf, cron, growth, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running.
 STALE_AFTER = timedelta(days=2)
@@ -77,3 +77,17 @@ def check_last_backup(
             id="studio_backups.W021",
         )
     ]
+
+
+@checks.register()
+def check_growth(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        message = services.growth_warning()
+    except (ImproperlyConfigured, OSError):
+        # check_settings reports why the settings or the backup folder cannot be used.
+        return []
+    if message is None:
+        return []
+    return [checks.Warning(message, hint=growth.HINT, id="studio_backups.W030")]

@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     # When django-crontab runs the daily job (a five-field cron time); None adds no job.
     "CRON_SCHEDULE": "0 3 * * *",
     "BACKUP_ON_STARTUP": False,
+    # A "pre-migrate" backup whenever `migrate` is about to apply or unapply a migration.
+    "BACKUP_BEFORE_MIGRATE": True,
+    # Warn when a backup is more than this fraction larger than the median of the seven before.
+    "GROWTH_WARNING": 0.5,
 }
 
 SQLITE_ENGINE = "django.db.backends.sqlite3"
@@ -30,7 +34,13 @@ SQLITE_ENGINE = "django.db.backends.sqlite3"
 CRON_FIELDS = re.compile(r"[\w*/,-]+(?:[ \t]+[\w*/,-]+){4}", re.ASCII)
 # Problems that get_config() lets through: the backup itself can still be made (E006:
 # the folder may become writable, and the attempt then says why it failed).
-BACKUPS_STILL_WORK = {"studio_backups.E006", "studio_backups.E020", "studio_backups.E021"}
+BACKUPS_STILL_WORK = {
+    "studio_backups.E006",
+    "studio_backups.E020",
+    "studio_backups.E021",
+    "studio_backups.E030",
+    "studio_backups.E031",
+}
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,7 @@ class Config:
     state_file: Path
     lock_timeout: float
     busy_timeout: float
+    growth_warning: float
 
 
 @dataclass(frozen=True)
@@ -134,6 +145,23 @@ def problems(using: str | None = None) -> list[Problem]:
                 f"not {options['BACKUP_ON_STARTUP']!r}.",
             )
         )
+    if not isinstance(options["BACKUP_BEFORE_MIGRATE"], bool):
+        found.append(
+            Problem(
+                "studio_backups.E030",
+                "STUDIO_BACKUPS['BACKUP_BEFORE_MIGRATE'] must be True or False, "
+                f"not {options['BACKUP_BEFORE_MIGRATE']!r}.",
+            )
+        )
+    growth = options["GROWTH_WARNING"]
+    if not _is_positive_number(growth):
+        found.append(
+            Problem(
+                "studio_backups.E031",
+                f"STUDIO_BACKUPS['GROWTH_WARNING'] must be a fraction above 0, not {growth!r}.",
+                "For example 0.5 to warn when a backup is more than 50% larger than usual.",
+            )
+        )
     zone_name = options["TIME_ZONE"] or settings.TIME_ZONE or "UTC"
     try:
         zoneinfo.ZoneInfo(zone_name)
@@ -182,6 +210,12 @@ def get_config(using: str | None = None) -> Config:
         else database_path.parent / "settings.json",
         lock_timeout=float(options["LOCK_TIMEOUT"]),
         busy_timeout=float(_database(alias).get("OPTIONS", {}).get("timeout", 5.0)),
+        # A bad value is reported by E031; until it is fixed, warn at the default.
+        growth_warning=float(
+            options["GROWTH_WARNING"]
+            if _is_positive_number(options["GROWTH_WARNING"])
+            else DEFAULTS["GROWTH_WARNING"]
+        ),
     )
 
 
@@ -204,6 +238,10 @@ def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path
     if options["DIRECTORY"] and alias == options["DATABASE"]:
         return Path(options["DIRECTORY"]).absolute()
     return database_path.parent / "backups"
+
+
+def _is_positive_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
 
 
 def _is_in_memory(name: object) -> bool:

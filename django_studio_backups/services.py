@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import __version__, archive, engine, locking, retention, signals, state
+from . import __version__, archive, engine, growth, locking, retention, signals, state
 from .archive import BackupFile
 from .conf import Config, get_config
 from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
@@ -99,12 +99,17 @@ def backup_now(
     using: str | None = None,
     kind: str = "manual",
     progress: engine.Progress | None = None,
+    note: Mapping[str, Any] | None = None,
 ) -> BackupFile:
-    """Back up the database now; raises ``BackupFailed`` with the reason."""
+    """Back up the database now; raises ``BackupFailed`` with the reason.
+
+    ``note`` adds fields to the manifest (the pre-migrate backup records its migration plan);
+    it cannot replace the fields the service writes.
+    """
     config = get_config(using)
     try:
         with _exclusive(config, BackupFailed):
-            return _back_up(config, kind, progress)
+            return _back_up(config, kind, progress, note=note)
     except BackupFailed as exc:
         _record_failure(config, kind, str(exc))
         raise
@@ -135,6 +140,15 @@ def backups(*, using: str | None = None) -> list[BackupFile]:
 def find_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:
     """The listed backup called ``name_or_path``; ``BackupNotFound`` for anything else."""
     return _find(get_config(using), name_or_path)
+
+
+def growth_warning(*, using: str | None = None) -> str | None:
+    """Why the newest backup's size is unusual, or None while it is not (see ``growth``)."""
+    config = get_config(using)
+    found = growth.unusual_growth(
+        archive.list_backup_files(config.directory), config.growth_warning
+    )
+    return growth.describe(found) if found is not None else None
 
 
 def last_backup_at(*, using: str | None = None) -> datetime | None:
@@ -294,6 +308,7 @@ def _back_up(
     kind: str,
     progress: engine.Progress | None,
     protected: Collection[Path] = (),
+    note: Mapping[str, Any] | None = None,
 ) -> BackupFile:
     """Copy, check and publish one backup; the caller holds the lock."""
     started = timezone.now().astimezone(config.time_zone)
@@ -302,7 +317,7 @@ def _back_up(
         engine.copy_database(
             config.database_path, temporary, timeout=config.busy_timeout, progress=progress
         )
-        manifest = _checked_manifest(config, temporary, kind, started)
+        manifest = {**(note or {}), **_checked_manifest(config, temporary, kind, started)}
         path = archive.publish(
             temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest
         )
