@@ -11,7 +11,7 @@ SIZE ?= 1G
 export SE_OFFLINE := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system-packages venv lint typecheck test demo bench clean
+.PHONY: help system-packages venv lint typecheck test demo bench bench-deps clean
 
 help:
 	@echo "make demo   set up and run the example studio project on http://127.0.0.1:8000/admin/"
@@ -47,7 +47,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy django_studio_backups tests
 
-test: system-packages venv lint typecheck
+test: system-packages venv bench-deps lint typecheck
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q
@@ -63,5 +63,19 @@ demo: venv
 	$(BIN)/python example_project/manage.py ensure_demo_user
 	$(BIN)/python example_project/manage.py runserver 127.0.0.1:8000
 
+# django-dbbackup (its latest release) is only a competitor in the benchmarks: it goes into its
+# own folder, put on PYTHONPATH by bench/, never into the project's dependencies.
+DBBACKUP_VERSION := 5.4.0
+
+.venv-dbbackup/.installed: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --upgrade \
+		--target .venv-dbbackup django-dbbackup==$(DBBACKUP_VERSION)
+	touch $@
+
+bench-deps: .venv-dbbackup/.installed
+
+bench: system-packages venv bench-deps
+	$(BIN)/python -m bench --size $(SIZE)
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .coverage .coverage.* htmlcov .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-dbbackup build dist *.egg-info .coverage .coverage.* htmlcov .pytest_cache .mypy_cache .ruff_cache
