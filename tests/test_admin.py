@@ -271,6 +271,19 @@ def test_a_stale_backup_is_a_warning(studio_db: StudioDB, admin_client: Client) 
     )
 
 
+def test_unusual_growth_is_a_warning(studio_db: StudioDB, admin_client: Client) -> None:
+    for _ in range(8):
+        services.backup_now()
+    assert "larger than the median" not in admin_client.get(url("changelist")).content.decode()
+    with sqlite3_connection(studio_db.path) as connection:
+        connection.execute("CREATE TABLE filler (data BLOB)")
+        connection.execute("INSERT INTO filler VALUES (randomblob(1048576))")
+    newest = services.backup_now()
+    page = admin_client.get(url("changelist")).content.decode()
+    assert f"The newest backup, {newest.name} (" in page
+    assert "larger than the median of the 7 backups before it" in page
+
+
 def test_a_failed_backup_is_reported_and_then_a_warning(
     studio_db: StudioDB, admin_client: Client
 ) -> None:
