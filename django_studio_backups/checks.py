@@ -23,7 +23,7 @@ def check_settings(
 ) -> list[checks.CheckMessage]:
     return [
         checks.Error(problem.message, hint=problem.hint, id=problem.id)
-        for problem in conf.problems()
+        for problem in [*conf.problems(), *conf.offsite_problems()]
     ]
 
 

@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_BEFORE_MIGRATE": True,
     # Warn when a backup is more than this fraction larger than the median of the seven before.
     "GROWTH_WARNING": 0.5,
+    # Off-site copies in a Django storage: see OFFSITE_DEFAULTS and offsite_problems().
+    "OFFSITE": None,
 }
 
 SQLITE_ENGINE = "django.db.backends.sqlite3"
@@ -391,4 +393,3 @@ def _recipient_problems(recipients: object) -> list[Problem]:
         except codec.CodecError as exc:
             found.append(Problem("studio_backups.E043", f"STUDIO_BACKUPS['OFFSITE']: {exc}."))
     return found
-

@@ -19,3 +19,7 @@ class BackupNotFound(RestoreFailed):
 
 class DeleteFailed(BackupError):
     pass
+
+
+class OffsiteFailed(BackupError):
+    """An off-site copy that could not be made, listed or fetched; local backups are intact."""

@@ -21,7 +21,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import __version__, archive, engine, growth, locking, retention, signals, state
+from . import __version__, archive, engine, growth, locking, offsite, retention, signals, state
 from .archive import BackupFile
 from .conf import Config, get_config
 from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
@@ -109,10 +109,13 @@ def backup_now(
     config = get_config(using)
     try:
         with _exclusive(config, BackupFailed):
-            return _back_up(config, kind, progress, note=note)
+            backup = _back_up(config, kind, progress, note=note)
     except BackupFailed as exc:
         _record_failure(config, kind, str(exc))
         raise
+    # Outside the lock: a slow upload must not hold up the next backup or a restore.
+    offsite.copy_new_backup(backup, config)
+    return backup
 
 
 def backup_if_needed(
@@ -127,10 +130,12 @@ def backup_if_needed(
             if last is not None and last.astimezone(config.time_zone).date() == today:
                 logger.info("A backup of %s already exists for %s", config.database_path, today)
                 return None
-            return _back_up(config, "daily", progress)
+            backup = _back_up(config, "daily", progress)
     except BackupFailed as exc:
         _record_failure(config, "daily", str(exc))
         raise
+    offsite.copy_new_backup(backup, config)
+    return backup
 
 
 def backups(*, using: str | None = None) -> list[BackupFile]:
@@ -215,7 +220,25 @@ def restore(
     signals.backup_restored.send(
         sender=BackupFile, backup=backup, safety_backup=safety, using=config.alias
     )
+    if safety is not None:
+        offsite.copy_new_backup(safety, config)
     return RestoreReport(backup, safety, missing, unknown)
+
+
+def restore_offsite(
+    name: str,
+    *,
+    identity: Path | str | None = None,
+    using: str | None = None,
+    progress: engine.Progress | None = None,
+) -> RestoreReport:
+    """Fetch an off-site copy (decrypted with the ``identity`` file), check it against its
+    manifest, keep it as a local backup, and restore it like any other.
+
+    Raises ``OffsiteFailed`` if the copy cannot be fetched, ``RestoreFailed`` as ``restore``.
+    """
+    backup = offsite.download(name, identity=identity, using=using)
+    return restore(backup.name, using=using, progress=progress)
 
 
 def verify(

@@ -17,6 +17,8 @@ from django.core.management import call_command
 from django.db import connections
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from .offsite_helpers import AgeKey, make_age_key
+
 
 @dataclass
 class StudioDB:
@@ -140,3 +142,9 @@ def fill_database(path: Path, megabytes: int, *, journal_mode: str = "wal") -> N
         connection.execute("INSERT INTO blob (data) VALUES (randomblob(65536))")
     connection.execute("COMMIT")
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
+    """A key pair made by the age-keygen tool, for off-site copies."""
+    return make_age_key(tmp_path_factory.mktemp("age"))

@@ -76,6 +76,12 @@ DATABASES: dict[str, dict[str, Any]] = {
 
 # Tests that run management commands in a subprocess pass the settings through the environment.
 STUDIO_BACKUPS: dict[str, object] = json.loads(os.environ.get("STUDIO_TEST_BACKUPS", "{}"))
+STORAGES: dict[str, dict[str, Any]] = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Off-site copies' storages (a folder, SFTP, S3 on 127.0.0.1), for subprocesses too.
+    **json.loads(os.environ.get("STUDIO_TEST_STORAGES", "{}")),
+}
 
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

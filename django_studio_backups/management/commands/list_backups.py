@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ... import services
+from ... import offsite, services
 from ..base import add_database_argument, command_errors, human_size
 
 
@@ -17,8 +17,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         add_database_argument(parser)
         parser.add_argument("--json", action="store_true", help="Print JSON, for scripts.")
+        parser.add_argument(
+            "--offsite",
+            action="store_true",
+            help="List the off-site copies (STUDIO_BACKUPS['OFFSITE']) instead.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["offsite"]:
+            self._list_offsite(options["database"], options["json"])
+            return
         with command_errors():
             rows = services.list_backups(using=options["database"])
         if options["json"]:
@@ -33,4 +41,23 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"{row['name']:<{width}}  {row['display']:<16}  {human_size(row['size']):>10}  "
                 f"{row['kind']:<11}  {'yes' if row['verified'] else 'no'}"
+            )
+
+    def _list_offsite(self, using: str | None, as_json: bool) -> None:
+        with command_errors():
+            rows = [copy.as_dict() for copy in offsite.copies(using=using)]
+        if as_json:
+            self.stdout.write(json.dumps(rows, indent=2, default=str))
+            return
+        if not rows:
+            self.stdout.write("No off-site copies yet.")
+            return
+        width = max(len(row["object"]) for row in rows)
+        self.stdout.write(
+            f"{'OBJECT':<{width}}  {'DATE':<16}  {'STORED':>10}  {'DATABASE':>10}  KIND"
+        )
+        for row in rows:
+            self.stdout.write(
+                f"{row['object']:<{width}}  {row['display']:<16}  {human_size(row['size']):>10}  "
+                f"{human_size(row['database_size']):>10}  {row['kind']}"
             )

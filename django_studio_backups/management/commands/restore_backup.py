@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import services
+from ... import offsite, services
 from ..base import (
     add_database_argument,
     command_errors,
@@ -32,11 +32,29 @@ class Command(BaseCommand):
             dest="interactive",
             help="Do not ask for confirmation.",
         )
+        parser.add_argument(
+            "--offsite",
+            action="store_true",
+            help="Fetch the backup from its off-site copy first (see list_backups --offsite).",
+        )
+        parser.add_argument(
+            "--identity",
+            default=None,
+            help="The age identity file (from age-keygen) that decrypts the off-site copy.",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
+        if options["identity"] and not options["offsite"]:
+            raise CommandError("--identity is for off-site copies; add --offsite.")
         with command_errors():
-            backup = services.find_backup(options["backup"], using=using)
+            name = options["backup"]
+            if options["offsite"]:
+                name = offsite.download(name, identity=options["identity"], using=using).name
+                self.stdout.write(
+                    f"Fetched the off-site copy as {name}, checked against its manifest."
+                )
+            backup = services.find_backup(name, using=using)
             missing, unknown = services.migration_difference(backup)
             if missing:
                 self.stderr.write(

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ... import offsite
+from ..base import add_database_argument, command_errors
+
+
+class Command(BaseCommand):
+    help = (
+        "Upload the backups that have no off-site copy yet (after an outage, or after setting "
+        "STUDIO_BACKUPS['OFFSITE']), then apply off-site retention."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        add_database_argument(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        with command_errors():
+            report = offsite.sync(using=options["database"])
+        for copy in report.uploaded:
+            self.stdout.write(f"Uploaded {copy.object_name}")
+        for name in report.deleted:
+            self.stdout.write(f"Deleted {name}")
+        if report.failed:
+            raise CommandError(
+                "\n".join(f"{name}: {reason}" for name, reason in report.failed.items())
+            )
+        if not report.uploaded:
+            self.stdout.write("Every backup already has an off-site copy.")

@@ -1,0 +1,519 @@
+"""Off-site copies of the backups, in any Django storage (``STUDIO_BACKUPS["OFFSITE"]``).
+
+A copy of ``backup_20260304_153045.db`` is two objects at the root of the storage:
+
+- ``backup_20260304_153045.db.zst.age``: the database, compressed then encrypted (``codec``);
+- ``backup_20260304_153045.db.json``: its manifest, which carries the SHA-256 of the plain
+  database and the local manifest.
+
+The manifest is written only once the data object is complete, and deleted before it: **a copy
+exists exactly when its manifest does**. Storages differ in what others see during an upload
+(S3 shows an object only once it is complete; a folder or an SFTP server shows a growing
+file), and this rule is what keeps an interrupted upload out of every listing. A data object
+without a manifest is a leftover, which the next upload of that backup or ``sync`` deletes.
+
+Off-site work on one backup folder is serialised by a lock beside the backup lock, so a long
+upload never holds up local backups. One project writes to a storage: two would take each
+other's uploads in progress for leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, BinaryIO, cast
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.utils import timezone
+
+from . import archive, codec, engine, locking, state
+from .archive import BackupFile
+from .conf import Config, OffsiteConfig, get_config, get_offsite_config
+from .exceptions import OffsiteFailed
+
+logger = logging.getLogger("django_studio_backups")
+
+LOCK_NAME = ".offsite-lock"
+MANIFEST_SUFFIX = ".json"
+FORMAT = 1
+UPLOADED_AT = "offsite_uploaded_at"
+FAILED_AT = "offsite_failed_at"
+ERROR = "offsite_error"
+# A data object: a backup's name followed by the codec's suffixes.
+DATA_NAME = re.compile(r"^(backup_\d{8}_\d{6}(?:_[1-9]\d{0,5})?\.db)(?:\.zst|\.gz)?(?:\.age)?$")
+MANIFEST_NAME = re.compile(r"^(backup_\d{8}_\d{6}(?:_[1-9]\d{0,5})?\.db)\.json$")
+
+
+@dataclass(frozen=True)
+class OffsiteCopy:
+    name: str
+    manifest: dict[str, Any] = field(compare=False, repr=False)
+
+    @property
+    def object_name(self) -> str:
+        return str(self.manifest["object"]["name"])
+
+    @property
+    def size(self) -> int:
+        """Bytes stored off-site."""
+        return int(self.manifest["object"]["size"])
+
+    @property
+    def compression(self) -> str | None:
+        value = self.manifest["object"]["compression"]
+        return str(value) if value is not None else None
+
+    @property
+    def encrypted(self) -> bool:
+        return bool(self.manifest["object"]["encryption"] == "age")
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the plain database."""
+        return str(self.manifest["sha256"])
+
+    @property
+    def database_size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromisoformat(str(self.manifest["created_at"]))
+
+    @property
+    def kind(self) -> str:
+        return str(self.manifest.get("kind", "unknown"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "object": self.object_name,
+            "created_at": self.created_at,
+            "display": self.created_at.strftime("%d/%m/%Y %H:%M"),
+            "size": self.size,
+            "database_size": self.database_size,
+            "compression": self.compression,
+            "encrypted": self.encrypted,
+            "kind": self.kind,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    uploaded: list[OffsiteCopy]
+    failed: dict[str, str]
+    # Copies past MAX_BACKUPS and leftovers of interrupted uploads.
+    deleted: list[str]
+
+
+def copies(*, using: str | None = None) -> list[OffsiteCopy]:
+    """The complete off-site copies, newest first."""
+    __, offsite = _settings(using)
+    storage = _storage(offsite)
+    return _sorted(_complete(storage, _listing(storage)).values())
+
+
+def names(*, using: str | None = None) -> set[str]:
+    """The names of the backups that have an off-site copy; empty without OFFSITE."""
+    if get_offsite_config(using) is None:
+        return set()
+    return {copy.name for copy in copies(using=using)}
+
+
+def copy_new_backup(backup: BackupFile, config: Config) -> OffsiteCopy | None:
+    """Upload a copy of a backup just made, then apply off-site retention.
+
+    Never raises: the local backup stands whatever happens off-site. A failure is logged and
+    recorded in the state file; ``sync`` makes the copy later.
+    """
+    try:
+        offsite = get_offsite_config(config.alias)
+    except ImproperlyConfigured as exc:
+        _record_failure(config, f"No off-site copy of {backup.name}: {exc}")
+        return None
+    if offsite is None:
+        return None
+    try:
+        with _lock(config):
+            storage = _storage(offsite)
+            copy = _upload(config, offsite, storage, backup, _listing(storage))
+            _prune(offsite, storage, keep={copy.name})
+    except OffsiteFailed as exc:
+        _record_failure(config, str(exc))
+        return None
+    return copy
+
+
+def sync(*, using: str | None = None) -> SyncReport:
+    """Upload the local backups that lack an off-site copy, then apply retention.
+
+    Only backups that retention would keep are uploaded: the newest ``MAX_BACKUPS`` among
+    the local backups and the copies.
+    """
+    config, offsite = _settings(using)
+    uploaded: list[OffsiteCopy] = []
+    failed: dict[str, str] = {}
+    with _lock(config):
+        storage = _storage(offsite)
+        files = _listing(storage)
+        present = _complete(storage, files)
+        local = {b.name: b for b in archive.list_backup_files(config.directory)}
+        wanted = sorted({*local, *present}, key=_order, reverse=True)[: offsite.max_backups]
+        # wanted holds local and present names only, so what is missing is local.
+        for name in sorted(set(wanted) - set(present), key=_order):
+            try:
+                copy = _upload(config, offsite, storage, local[name], files)
+            except OffsiteFailed as exc:
+                logger.error("%s", exc)
+                failed[name] = str(exc)
+            else:
+                uploaded.append(copy)
+                present[name] = copy
+        try:
+            deleted = _prune(offsite, storage, keep={c.name for c in uploaded})
+        except OffsiteFailed as exc:
+            _record_failure(config, str(exc))
+            raise
+    if failed:
+        _record_failure(config, next(iter(failed.values())))
+    return SyncReport(uploaded, failed, deleted)
+
+
+def download(
+    name: str, *, identity: Path | str | None = None, using: str | None = None
+) -> BackupFile:
+    """Fetch an off-site copy into the backup folder, checked against its manifest.
+
+    A local backup with the same name and SHA-256 is used as it is. Otherwise the copy is
+    decrypted with the identity file, decompressed, and published only if its SHA-256 matches
+    the manifest; it gets the next free ``_N`` name if the original name is taken.
+    """
+    config, offsite = _settings(using)
+    storage = _storage(offsite)
+    copy = _complete(storage, _listing(storage)).get(name)
+    if copy is None:
+        raise OffsiteFailed(f"There is no off-site copy called {name!r} in {offsite.storage!r}")
+    identities: list[Any] = []
+    if copy.encrypted:
+        if identity is None:
+            raise OffsiteFailed(
+                f"The off-site copy of {name} is encrypted; give the age identity file "
+                "(the key made by age-keygen) to decrypt it"
+            )
+        try:
+            identities = codec.read_identities(Path(identity))
+        except codec.CodecError as exc:
+            raise OffsiteFailed(str(exc)) from exc
+    # The backup lock: temporary files in the folder belong to whoever holds it.
+    with _lock(config, locking.LOCK_NAME):
+        for backup in archive.list_backup_files(config.directory):
+            if backup.name == name and _hash_of(backup.path) == copy.sha256:
+                logger.info("%s is already in %s; not downloading it", name, config.directory)
+                return backup
+        path = _fetch(config, storage, copy, identities)
+    return next(b for b in archive.list_backup_files(config.directory) if b.path == path)
+
+
+def last_failure(*, using: str | None = None) -> tuple[datetime, str] | None:
+    """When and why the last off-site copy failed, if no copy was made since."""
+    config = get_config(using)
+    failed_at = state.read_datetime(config.state_file, FAILED_AT)
+    if failed_at is None:
+        return None
+    uploaded_at = state.read_datetime(config.state_file, UPLOADED_AT)
+    if uploaded_at is not None and uploaded_at >= failed_at:
+        return None
+    try:
+        reason = str(state.read(config.state_file).get(ERROR, ""))
+    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
+        reason = ""
+    return failed_at, reason
+
+
+# Internals -----------------------------------------------------------------------------
+
+
+def _settings(using: str | None) -> tuple[Config, OffsiteConfig]:
+    config = get_config(using)
+    offsite = get_offsite_config(config.alias)
+    if offsite is None:
+        raise OffsiteFailed(
+            f"Off-site copies are not configured for the database {config.alias!r}: "
+            "set STUDIO_BACKUPS['OFFSITE']"
+        )
+    return config, offsite
+
+
+def _storage(offsite: OffsiteConfig) -> Storage:
+    try:
+        return storages[offsite.storage]
+    except Exception as exc:  # a backend's __init__ may raise anything (missing package, ...)
+        raise OffsiteFailed(f"Cannot open the storage {offsite.storage!r}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _lock(config: Config, name: str = LOCK_NAME) -> Iterator[None]:
+    try:
+        archive.ensure_directory(config.directory)
+        lock = locking.exclusive(config.directory / name, config.lock_timeout)
+        lock.__enter__()
+    except (OSError, locking.LockTimeout) as exc:
+        raise OffsiteFailed(f"Cannot lock the backup folder {config.directory}: {exc}") from exc
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def _remote(what: str) -> Iterator[None]:
+    # Storage backends raise whatever their transport raises (OSError, botocore's
+    # ClientError, paramiko's SSHException, EOFError...): at this boundary all of them mean
+    # the remote side failed, and become one error that says what was being done.
+    try:
+        yield
+    except (OffsiteFailed, codec.CodecError):
+        raise
+    except Exception as exc:
+        raise OffsiteFailed(f"{what} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _listing(storage: Storage) -> set[str]:
+    with _remote("Listing the off-site storage"):
+        try:
+            return set(storage.listdir("")[1])
+        except FileNotFoundError:
+            return set()  # nothing was uploaded yet: the folder comes with the first copy
+
+
+def _complete(storage: Storage, files: set[str]) -> dict[str, OffsiteCopy]:
+    found = {}
+    for file_name in files:
+        match = MANIFEST_NAME.match(file_name)
+        if match is None:
+            continue
+        manifest = _read_manifest(storage, file_name)
+        if manifest is None or manifest.get("object", {}).get("name") not in files:
+            continue
+        found[match.group(1)] = OffsiteCopy(match.group(1), manifest)
+    return found
+
+
+def _read_manifest(storage: Storage, file_name: str) -> dict[str, Any] | None:
+    with _remote(f"Reading {file_name}"), storage.open(file_name, "rb") as f:
+        data = f.read()
+    try:
+        manifest = json.loads(data)
+        if manifest["format"] == FORMAT and isinstance(manifest["object"]["name"], str):
+            return cast(dict[str, Any], manifest)
+    except (ValueError, KeyError, TypeError):
+        pass
+    # An interrupted write of the manifest itself: the copy is incomplete.
+    logger.warning("Ignoring the off-site manifest %s: it is not complete", file_name)
+    return None
+
+
+def _order(name: str) -> tuple[str, int]:
+    match = archive.NAME_PATTERN.match(name)
+    assert match is not None
+    return match.group(1) + match.group(2), int(match.group(3) or 1)
+
+
+def _sorted(found: Iterable[OffsiteCopy]) -> list[OffsiteCopy]:
+    return sorted(found, key=lambda c: _order(c.name), reverse=True)
+
+
+def _upload(
+    config: Config,
+    offsite: OffsiteConfig,
+    storage: Storage,
+    backup: BackupFile,
+    files: set[str],
+) -> OffsiteCopy:
+    object_name = backup.name + codec.suffix(offsite.compression, bool(offsite.recipients))
+    manifest_name = backup.name + MANIFEST_SUFFIX
+    recipients = [codec.parse_recipient(r) for r in offsite.recipients]
+    # Storages that keep existing names (FileSystemStorage) would save under a new one.
+    _delete(storage, [manifest_name, *_leftovers_of(backup.name, files)])
+    try:
+        with open(backup.path, "rb") as source:
+            stream = codec.EncodedStream(source, offsite.compression, recipients)
+            try:
+                with _remote(f"Uploading {object_name} to {offsite.storage!r}"):
+                    saved = storage.save(
+                        object_name, File(cast(IO[bytes], stream), name=object_name)
+                    )
+            finally:
+                stream.close()
+        _check_saved(storage, saved, object_name)
+        if backup.sha256 is not None and stream.plain.digest.sha256 != backup.sha256:
+            raise OffsiteFailed(
+                f"{backup.name} does not match the SHA-256 in its manifest; not copying it"
+            )
+        uploaded_at = state.isoformat(timezone.now().astimezone(config.time_zone))
+        manifest = {
+            "format": FORMAT,
+            "name": backup.name,
+            "sha256": stream.plain.digest.sha256,
+            "size": stream.plain.digest.size,
+            "created_at": backup.manifest.get(
+                "created_at", state.isoformat(backup.modified_at.astimezone(config.time_zone))
+            ),
+            "kind": backup.kind,
+            "uploaded_at": uploaded_at,
+            "object": {
+                "name": object_name,
+                "size": stream.encoded.size,
+                "sha256": stream.encoded.sha256,
+                "compression": offsite.compression,
+                "encryption": "age" if recipients else None,
+                "recipients": list(offsite.recipients),
+            },
+            "manifest": backup.manifest,
+        }
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        with _remote(f"Uploading {manifest_name} to {offsite.storage!r}"):
+            saved = storage.save(manifest_name, ContentFile(data, name=manifest_name))
+        _check_saved(storage, saved, manifest_name)
+    except BaseException as exc:
+        # Nothing half-made stays behind; if the storage is unreachable, the leftover has no
+        # manifest, is never listed, and the next upload or sync deletes it.
+        with contextlib.suppress(Exception):
+            _delete(storage, [object_name])
+        if isinstance(exc, OSError):
+            raise OffsiteFailed(f"Cannot read {backup.path}: {exc}") from exc
+        raise
+    state.update(config.state_file, **{UPLOADED_AT: uploaded_at})
+    files.update({object_name, manifest_name})
+    logger.info(
+        "Copied %s to %r as %s (%d bytes)",
+        backup.name,
+        offsite.storage,
+        object_name,
+        stream.encoded.size,
+    )
+    return OffsiteCopy(backup.name, manifest)
+
+
+def _check_saved(storage: Storage, saved: str, wanted: str) -> None:
+    if saved != wanted:
+        _delete(storage, [saved])
+        raise OffsiteFailed(
+            f"The storage saved {wanted} as {saved}; configure it to overwrite existing names"
+        )
+
+
+def _leftovers_of(name: str, files: Iterable[str]) -> list[str]:
+    return [f for f in files if (m := DATA_NAME.match(f)) is not None and m.group(1) == name]
+
+
+def _prune(offsite: OffsiteConfig, storage: Storage, keep: set[str]) -> list[str]:
+    """Delete copies past MAX_BACKUPS (``keep`` stays and counts) and upload leftovers."""
+    files = _listing(storage)
+    present = _sorted(_complete(storage, files).values())
+    kept = [c for c in present if c.name in keep]
+    deleted = []
+    for copy in present:
+        if copy.name in keep:
+            continue
+        if len(kept) < offsite.max_backups:
+            kept.append(copy)
+            continue
+        # The manifest goes first: a copy half-deleted is a leftover, never a listed copy.
+        _delete(storage, [copy.name + MANIFEST_SUFFIX, copy.object_name])
+        deleted.append(copy.name)
+        logger.info("Deleted the old off-site copy %s", copy.object_name)
+    complete = {c.name for c in present}
+    leftovers = [
+        f
+        for f in files
+        if (m := DATA_NAME.match(f) or MANIFEST_NAME.match(f)) is not None
+        and m.group(1) not in complete
+    ]
+    if leftovers:
+        _delete(storage, leftovers)
+        logger.info("Deleted leftovers of interrupted off-site uploads: %s", ", ".join(leftovers))
+    return deleted + sorted(leftovers)
+
+
+def _delete(storage: Storage, names: Iterable[str]) -> None:
+    for name in names:
+        with _remote(f"Deleting {name}"):
+            storage.delete(name)
+
+
+def _open_object(storage: Storage, name: str) -> BinaryIO:
+    bucket = getattr(storage, "bucket", None)
+    if bucket is not None and hasattr(storage, "_normalize_name"):
+        # S3Storage.open() downloads the whole object into a SpooledTemporaryFile that, with
+        # the default AWS_S3_MAX_MEMORY_SIZE of 0, never spills to disk: a 1 GB copy would sit
+        # in memory. The object's body reads as a stream instead.
+        from storages.utils import clean_name
+
+        key = storage._normalize_name(clean_name(name))
+        return cast(BinaryIO, bucket.Object(key).get()["Body"])
+    return cast(BinaryIO, storage.open(name, "rb"))
+
+
+def _fetch(config: Config, storage: Storage, copy: OffsiteCopy, identities: list[Any]) -> Path:
+    temporary = archive.temporary_path(config.directory)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, archive.PRIVATE_FILE)
+        with os.fdopen(fd, "wb") as sink:
+            writer = codec.HashingWriter(sink)
+            with _remote(f"Downloading {copy.object_name}"):
+                source = _open_object(storage, copy.object_name)
+                try:
+                    codec.decode(source, writer, copy.compression, identities)
+                finally:
+                    source.close()
+            sink.flush()
+            os.fsync(sink.fileno())
+        if (writer.digest.size, writer.digest.sha256) != (copy.database_size, copy.sha256):
+            raise OffsiteFailed(
+                f"The off-site copy of {copy.name} does not match its manifest "
+                f"({writer.digest.size} bytes, SHA-256 {writer.digest.sha256}); it was damaged "
+                "or changed after it was uploaded"
+            )
+        manifest = {
+            **copy.manifest["manifest"],
+            "downloaded": {"object": copy.object_name, "at": state.isoformat(timezone.now())},
+        }
+        stamp = _order(copy.name)[0]
+        return archive.publish(temporary, config.directory, f"{stamp[:8]}_{stamp[8:]}", manifest)
+    except codec.CodecError as exc:
+        raise OffsiteFailed(f"Cannot decode the off-site copy of {copy.name}: {exc}") from exc
+    except OSError as exc:
+        raise OffsiteFailed(f"Cannot write {temporary}: {exc}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
+        archive.manifest_path_for(temporary).unlink(missing_ok=True)
+
+
+def _hash_of(path: Path) -> str | None:
+    try:
+        return engine.sha256_of(path)
+    except OSError:  # pragma: no cover - the file was listed a moment ago
+        return None
+
+
+def _record_failure(config: Config, reason: str) -> None:
+    logger.error("%s", reason)
+    state.update(
+        config.state_file,
+        **{
+            FAILED_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
+            ERROR: reason,
+        },
+    )

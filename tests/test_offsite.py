@@ -1,0 +1,489 @@
+"""Off-site copies into a FileSystemStorage folder (an "external drive")."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from io import StringIO
+from pathlib import Path
+
+import pytest
+import zstandard
+from django.core import checks
+from django.core.management import CommandError, call_command
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from django_studio_backups import archive, codec, conf, offsite, services, state
+from django_studio_backups.exceptions import OffsiteFailed
+
+from .conftest import StudioDB
+from .offsite_helpers import AgeKey, age_decrypt, folder_storage, use_offsite
+
+
+@pytest.fixture
+def drive(studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path, age_key: AgeKey) -> Path:
+    folder = tmp_path / "drive"
+    use_offsite(settings, "drive", folder_storage(folder), ENCRYPT_TO=[age_key.recipient])
+    return folder
+
+
+def unzstd(data: bytes) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+
+
+def command(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_each_backup_lands_off_site_and_the_age_cli_decrypts_it(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+
+    assert sorted(os.listdir(drive)) == [f"{backup.name}.json", f"{backup.name}.zst.age"]
+    stored = drive / f"{backup.name}.zst.age"
+    plain = unzstd(age_decrypt(stored, age_key))
+    assert plain == backup.path.read_bytes()
+    manifest = json.loads((drive / f"{backup.name}.json").read_text())
+    assert manifest["sha256"] == backup.sha256 == hashlib.sha256(plain).hexdigest()
+    assert manifest["size"] == backup.size
+    assert manifest["object"] == {
+        "name": stored.name,
+        "size": stored.stat().st_size,
+        "sha256": hashlib.sha256(stored.read_bytes()).hexdigest(),
+        "compression": "zstd",
+        "encryption": "age",
+        "recipients": [age_key.recipient],
+    }
+    assert manifest["manifest"] == backup.manifest
+    assert offsite.names() == {backup.name}
+    assert state.read(studio_db.state_file)[offsite.UPLOADED_AT] == manifest["uploaded_at"]
+
+
+@pytest.mark.parametrize(("compression", "suffix"), [("gzip", ".gz"), (None, "")])
+def test_other_compressions(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    tmp_path: Path,
+    age_key: AgeKey,
+    compression: str | None,
+    suffix: str,
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), COMPRESS=compression)
+    backup = services.backup_now()
+    stored = (tmp_path / "drive" / (backup.name + suffix)).read_bytes()
+    assert (gzip.decompress(stored) if compression else stored) == backup.path.read_bytes()
+
+    use_offsite(
+        settings, "drive", folder_storage(tmp_path / "drive"), COMPRESS=compression,
+        ENCRYPT_TO=[age_key.recipient],
+    )  # fmt: skip
+    second = services.backup_now()
+    sealed = age_decrypt(tmp_path / "drive" / f"{second.name}{suffix}.age", age_key)
+    assert (gzip.decompress(sealed) if compression else sealed) == second.path.read_bytes()
+    assert [c.name for c in offsite.copies()] == [second.name, backup.name]
+
+
+def test_list_backups_offsite(studio_db: StudioDB, drive: Path) -> None:
+    assert command("list_backups", "--offsite") == "No off-site copies yet.\n"
+    first = services.backup_now(kind="daily")
+    second = services.backup_now()
+
+    lines = command("list_backups", "--offsite").splitlines()
+    assert lines[0].split() == ["OBJECT", "DATE", "STORED", "DATABASE", "KIND"]
+    assert [line.split()[0] for line in lines[1:]] == [
+        f"{second.name}.zst.age",
+        f"{first.name}.zst.age",
+    ]
+    assert lines[2].split()[-1] == "daily"
+    rows = json.loads(command("list_backups", "--offsite", "--json"))
+    assert [row["name"] for row in rows] == [second.name, first.name]
+    assert rows[0]["database_size"] == second.size
+    assert rows[0]["size"] == (drive / rows[0]["object"]).stat().st_size
+    assert rows[0]["encrypted"] is True
+    assert rows[0]["sha256"] == second.sha256
+
+
+def test_restore_from_off_site_after_the_local_backups_are_lost(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    shutil.rmtree(studio_db.backups)
+
+    out = command(
+        "restore_backup", "--offsite", backup.name, "--identity", str(age_key.path), "--noinput"
+    )
+
+    assert f"Fetched the off-site copy as {backup.name}" in out
+    assert studio_db.clients() == ["Ana", "Beto"]
+    fetched = services.find_backup(backup.name)
+    assert fetched.sha256 == backup.sha256
+    assert fetched.manifest["downloaded"]["object"] == f"{backup.name}.zst.age"
+    # The safety backup of the data that was replaced went off-site too.
+    safety = next(b for b in services.backups() if b.kind == "safety")
+    assert offsite.names() == {backup.name, safety.name}
+    assert studio_db.clients(safety.path) == ["Ana", "Beto", "Carla"]
+
+
+def test_restore_offsite_service(studio_db: StudioDB, drive: Path, age_key: AgeKey) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    report = services.restore_offsite(backup.name, identity=age_key.path)
+    # The local backup with the same name and SHA-256 is used; nothing is downloaded.
+    assert report.restored.path == backup.path
+    assert "downloaded" not in report.restored.manifest
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_a_downloaded_copy_takes_a_free_name(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    # A different local file now has that name (from another machine, say).
+    os.unlink(backup.path)
+    shutil.copyfile(studio_db.path, backup.path)
+    fetched = offsite.download(backup.name, identity=str(age_key.path))
+    assert fetched.name == backup.name.replace(".db", "_2.db")
+    assert fetched.sha256 == backup.sha256
+    assert hashlib.sha256(fetched.path.read_bytes()).hexdigest() == backup.sha256
+
+
+def test_a_damaged_copy_is_refused_and_nothing_changes(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    os.unlink(backup.path)
+    stored = drive / f"{backup.name}.zst.age"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+
+    with pytest.raises(CommandError, match=r"Cannot decode the off-site copy .* damaged"):
+        command(
+            "restore_backup", "--offsite", backup.name, "--identity", str(age_key.path),
+            "--noinput",
+        )  # fmt: skip
+
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert services.backups() == []
+    assert not [p for p in studio_db.backups.iterdir() if p.name.startswith(archive.TEMP_PREFIX)]
+
+
+def test_a_copy_that_does_not_match_its_manifest_is_refused(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey, tmp_path: Path
+) -> None:
+    backup = services.backup_now()
+    os.unlink(backup.path)
+    # A valid age file of valid zstd data, of another database: only the manifest's
+    # SHA-256 tells it apart.
+    other = tmp_path / "other.zst"
+    other.write_bytes(zstandard.ZstdCompressor().compress(studio_db.path.read_bytes()))
+    os.system(f"age -r {age_key.recipient} -o {drive / (backup.name + '.zst.age')} {other}")
+
+    with pytest.raises(OffsiteFailed, match="does not match its manifest"):
+        offsite.download(backup.name, identity=age_key.path)
+    assert services.backups() == []
+
+
+def test_restore_offsite_mistakes(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey, tmp_path: Path
+) -> None:
+    backup = services.backup_now()
+    with pytest.raises(CommandError, match=r"no off-site copy called 'backup_x\.db'"):
+        command("restore_backup", "--offsite", "backup_x.db", "--noinput")
+    with pytest.raises(CommandError, match="is encrypted; give the age identity file"):
+        command("restore_backup", "--offsite", backup.name, "--noinput")
+    with pytest.raises(CommandError, match="--identity is for off-site copies"):
+        command("restore_backup", backup.name, "--identity", str(age_key.path), "--noinput")
+    with pytest.raises(CommandError, match="Cannot read the identity file"):
+        command(
+            "restore_backup", "--offsite", backup.name, "--identity", str(tmp_path / "none"),
+            "--noinput",
+        )  # fmt: skip
+    other = tmp_path / "other-key.txt"
+    other.write_text(make_other_key(tmp_path))
+    os.unlink(backup.path)
+    with pytest.raises(CommandError, match="No matching keys found"):
+        command("restore_backup", "--offsite", backup.name, "--identity", str(other), "--noinput")
+
+
+def make_other_key(tmp_path: Path) -> str:
+    from .offsite_helpers import make_age_key
+
+    folder = tmp_path / "other"
+    folder.mkdir()
+    return make_age_key(folder).path.read_text()
+
+
+def test_unencrypted_copies_need_no_identity(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), COMPRESS="gzip")
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    os.unlink(backup.path)
+    command("restore_backup", "--offsite", backup.name, "--noinput")
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_off_site_retention_keeps_the_newest(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=2)
+    made = [services.backup_now() for _ in range(4)]
+    assert [c.name for c in offsite.copies()] == [made[3].name, made[2].name]
+    assert len(os.listdir(tmp_path / "drive")) == 4
+    assert len(services.backups()) == 4
+
+
+def test_local_max_backups_is_the_default(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 3}
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    for _ in range(5):
+        services.backup_now()
+    assert len(offsite.copies()) == 3
+
+
+def test_a_failed_upload_keeps_the_local_backup_and_sync_catches_up(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path, age_key: AgeKey
+) -> None:
+    blocker = tmp_path / "unplugged"
+    blocker.write_text("the drive is not mounted")
+    drive = blocker / "drive"
+    use_offsite(settings, "drive", folder_storage(drive), ENCRYPT_TO=[age_key.recipient])
+
+    backup = services.backup_now()
+
+    assert services.verify(backup) == []
+    recorded = state.read(studio_db.state_file)
+    assert "Listing the off-site storage failed: NotADirectoryError" in recorded[offsite.ERROR]
+    failure = offsite.last_failure()
+    assert failure is not None
+    assert failure[1] == recorded[offsite.ERROR]
+    with pytest.raises(CommandError, match="Listing the off-site storage failed"):
+        command("sync_offsite")
+
+    blocker.unlink()
+    out = command("sync_offsite")
+
+    assert out == f"Uploaded {backup.name}.zst.age\n"
+    assert offsite.names() == {backup.name}
+    assert offsite.last_failure() is None
+    assert unzstd(age_decrypt(drive / f"{backup.name}.zst.age", age_key)) == (
+        backup.path.read_bytes()
+    )
+    assert command("sync_offsite") == "Every backup already has an off-site copy.\n"
+
+
+def test_leftovers_of_interrupted_uploads_are_never_listed_and_sync_replaces_them(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path, age_key: AgeKey
+) -> None:
+    first = services.backup_now()
+    second = services.backup_now()
+    third = services.backup_now()
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    # A data object cut short, with no manifest; a manifest cut short; a manifest whose data
+    # object is gone; and files that are not ours.
+    (drive / f"{first.name}.zst.age").write_bytes(b"age-encryption.org/v1\n-> X25519 cut")
+    (drive / f"{second.name}.zst.age").write_bytes(b"\x00" * 100)
+    (drive / f"{second.name}.json").write_text('{"format": 1, "obj')
+    (drive / f"{third.name}.json").write_text(
+        json.dumps({"format": 1, "object": {"name": f"{third.name}.zst.age"}})
+    )
+    (drive / "notes.txt").write_text("the studio's own file")
+    use_offsite(settings, "drive", folder_storage(drive), ENCRYPT_TO=[age_key.recipient])
+
+    assert offsite.copies() == []
+    out = command("sync_offsite")
+
+    assert out.splitlines() == [f"Uploaded {b.name}.zst.age" for b in (first, second, third)]
+    assert sorted(os.listdir(drive)) == sorted(
+        ["notes.txt"]
+        + [f"{b.name}{suffix}" for b in (first, second, third) for suffix in (".json", ".zst.age")]
+    )
+    for backup in (first, second, third):
+        assert unzstd(age_decrypt(drive / f"{backup.name}.zst.age", age_key)) == (
+            backup.path.read_bytes()
+        )
+
+
+def test_sync_deletes_leftovers_of_backups_it_does_not_upload(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    (drive / "backup_20200101_000000.db.gz").write_bytes(b"cut")
+    use_offsite(settings, "drive", folder_storage(drive), COMPRESS="gzip")
+    assert command("sync_offsite") == (
+        "Deleted backup_20200101_000000.db.gz\nEvery backup already has an off-site copy.\n"
+    )
+    assert os.listdir(drive) == []
+
+
+def test_sync_uploads_only_what_retention_keeps(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    made = [services.backup_now() for _ in range(4)]
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=2)
+    report = offsite.sync()
+    assert [c.name for c in report.uploaded] == [made[2].name, made[3].name]
+    assert report.failed == {}
+    assert [c.name for c in offsite.copies()] == [made[3].name, made[2].name]
+
+
+def test_sync_prunes_old_copies(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=3)
+    made = [services.backup_now() for _ in range(3)]
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=1)
+    out = command("sync_offsite")
+    assert out.splitlines() == [
+        f"Deleted {made[1].name}",
+        f"Deleted {made[0].name}",
+        "Every backup already has an off-site copy.",
+    ]
+
+
+def test_a_backup_changed_after_it_was_made_is_not_copied(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    backup = services.backup_now()
+    with open(backup.path, "r+b") as f:
+        f.seek(5000)
+        f.write(b"\xff")
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    with pytest.raises(CommandError, match="does not match the SHA-256 in its manifest"):
+        command("sync_offsite")
+    assert os.listdir(tmp_path / "drive") == []
+    assert "does not match" in state.read(studio_db.state_file)[offsite.ERROR]
+
+
+def test_a_backup_deleted_before_its_upload_is_reported(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    backup = services.backup_now()
+    os.unlink(backup.path)
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    assert offsite.copy_new_backup(backup, conf.get_config()) is None
+    assert "Cannot read" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert offsite.copies() == []
+
+
+def test_storage_that_renames_is_refused(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(
+        settings,
+        "renaming",
+        {
+            "BACKEND": "tests.offsite_helpers.RenamingStorage",
+            "OPTIONS": {"location": str(tmp_path)},
+        },
+    )
+    services.backup_now()
+    assert (
+        "configure it to overwrite existing names"
+        in state.read(studio_db.state_file)[offsite.ERROR]
+    )
+    assert offsite.copies() == []
+
+
+def test_a_storage_that_cannot_be_opened(studio_db: StudioDB, settings: SettingsWrapper) -> None:
+    use_offsite(settings, "broken", {"BACKEND": "tests.no_such_module.Storage"})
+    with pytest.raises(CommandError, match="Cannot open the storage 'broken'"):
+        command("list_backups", "--offsite")
+
+
+def test_without_offsite_settings(studio_db: StudioDB) -> None:
+    services.backup_now()
+    assert offsite.names() == set()
+    with pytest.raises(CommandError, match="Off-site copies are not configured"):
+        command("sync_offsite")
+    # Another database never shares the configured database's off-site storage.
+    assert conf.get_offsite_config("default") is None
+
+
+def test_bad_settings_never_stop_a_backup(studio_db: StudioDB, settings: SettingsWrapper) -> None:
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "OFFSITE": {"STORAGE": "nowhere"}}
+    backup = services.backup_now()
+    assert backup.path.exists()
+    assert "not an alias in STORAGES" in state.read(studio_db.state_file)[offsite.ERROR]
+
+
+def test_the_lock_waits_for_another_upload(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    from django_studio_backups import locking
+
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "LOCK_TIMEOUT": 0.2}
+    archive.ensure_directory(studio_db.backups)
+    with locking.exclusive(studio_db.backups / offsite.LOCK_NAME, 1):
+        backup = services.backup_now()
+    assert backup.path.exists()
+    assert "Cannot lock the backup folder" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert offsite.sync().uploaded[0].name == backup.name
+
+
+@pytest.mark.parametrize(
+    ("value", "check_id", "message"),
+    [
+        ("drive", "studio_backups.E040", "must be a dict or None"),
+        ({"STORAGE": "drive", "KEEP": 3}, "studio_backups.E040", "Unknown .* keys: KEEP"),
+        ({"STORAGE": "nowhere"}, "studio_backups.E041", "'nowhere', which is not an alias"),
+        ({}, "studio_backups.E041", "None, which is not an alias"),
+        ({"STORAGE": "drive", "COMPRESS": "xz"}, "studio_backups.E042", "not 'xz'"),
+        ({"STORAGE": "drive", "ENCRYPT_TO": "age1abc"}, "studio_backups.E043", "non-empty list"),
+        ({"STORAGE": "drive", "ENCRYPT_TO": []}, "studio_backups.E043", "non-empty list"),
+        ({"STORAGE": "drive", "ENCRYPT_TO": ["age1abc"]}, "studio_backups.E043", "'age1abc'"),
+        ({"STORAGE": "drive", "MAX_BACKUPS": 0}, "studio_backups.E044", "not 0"),
+        ({"STORAGE": "drive", "MAX_BACKUPS": True}, "studio_backups.E044", "not True"),
+    ],
+)
+def test_setting_mistakes_are_system_checks(
+    settings: SettingsWrapper, tmp_path: Path, value: object, check_id: str, message: str
+) -> None:
+    settings.STORAGES = {**settings.STORAGES, "drive": folder_storage(tmp_path)}
+    settings.STUDIO_BACKUPS = {"OFFSITE": value}
+    found = [m for m in checks.run_checks() if m.id and m.id.startswith("studio_backups.E04")]
+    assert [m.id for m in found] == [check_id]
+    assert re.search(message, found[0].msg), found[0].msg
+
+
+def test_missing_packages_are_a_system_check(
+    settings: SettingsWrapper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, age_key: AgeKey
+) -> None:
+    settings.STORAGES = {**settings.STORAGES, "drive": folder_storage(tmp_path)}
+    settings.STUDIO_BACKUPS = {"OFFSITE": {"STORAGE": "drive", "ENCRYPT_TO": [age_key.recipient]}}
+    assert conf.offsite_problems() == []
+    monkeypatch.setitem(sys.modules, "pyrage", None)
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    [problem] = conf.offsite_problems()
+    assert problem.id == "studio_backups.E045"
+    assert problem.message == "Off-site copies need the Python packages zstandard, pyrage."
+    assert problem.hint == "Install django-studio-backups[offsite]."
+
+
+def test_copies_have_a_readable_record(studio_db: StudioDB, drive: Path) -> None:
+    backup = services.backup_now(kind="daily")
+    [copy] = offsite.copies()
+    assert copy.kind == "daily"
+    assert copy.compression == "zstd"
+    assert copy.encrypted
+    assert copy.database_size == backup.size
+    assert copy.created_at.isoformat(timespec="seconds") == backup.manifest["created_at"]
+    assert copy.as_dict()["display"] == backup.display(copy.created_at.tzinfo)  # type: ignore[arg-type]
+    assert codec.suffix(copy.compression, copy.encrypted) == ".zst.age"
