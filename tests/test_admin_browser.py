@@ -210,7 +210,7 @@ def test_back_up_change_data_and_restore(
     page.click_and_wait(
         page.find("a[href='/admin/django_studio_backups/backup/']"), "#studio-backups-last"
     )
-    assert page.find("h1").text == text["backups"]
+    assert page.find("#content h1").text == text["backups"]
     page.click_and_wait(
         page.find(f"#studio-backups-create [value='{text['back_up_now']}']"),
         "ul.messagelist li.success",
