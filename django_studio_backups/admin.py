@@ -101,6 +101,7 @@ class BackupAdmin(ModelAdmin):
             "last_backup": services.get_last_backup_display(),
             "warnings": self._warnings(),
             "chart": size_chart(listed),
+            "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
             "has_delete_permission": self.has_delete_permission(request),
             "has_restore_permission": self.has_restore_permission(request),

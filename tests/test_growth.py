@@ -12,6 +12,10 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from django.utils import translation
 from hypothesis import given
 from hypothesis import strategies as st
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -79,9 +83,7 @@ def test_a_damaged_empty_backup_does_not_divide_by_zero() -> None:
     previous=st.lists(st.integers(4096, 10**10), min_size=7, max_size=7),
     permutation=st.randoms(),
 )
-def test_fires_at_51_and_is_silent_at_49_percent(
-    previous: list[int], permutation: Any
-) -> None:
+def test_fires_at_51_and_is_silent_at_49_percent(previous: list[int], permutation: Any) -> None:
     median = statistics.median(previous)
     shuffled = list(previous)
     permutation.shuffle(shuffled)
@@ -124,6 +126,13 @@ def grow_to(path: Path, pages: int) -> None:
             connection.execute("INSERT INTO padding VALUES (zeroblob(3000))")
     finally:
         connection.close()
+
+
+@pytest.fixture(autouse=True)
+def english() -> Iterator[None]:
+    # The messages are translated; a request in Spanish must not leave Spanish active.
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture
@@ -284,3 +293,32 @@ def test_good_values(studio_db: StudioDB, settings: SettingsWrapper) -> None:
     assert conf.problems() == []
     assert conf.get_config().growth_warning == 1.0
     assert django_settings.STUDIO_BACKUPS["GROWTH_WARNING"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [
+        ("en", "is 51% larger than the median of the 7 backups before it"),
+        ("es", "es 51% más grande que la mediana de los 7 respaldos anteriores"),
+    ],
+)
+def test_the_admin_shows_the_warning_beside_the_chart(
+    seven_backups: StudioDB, client: Client, language: str, text: str
+) -> None:
+    changelist = reverse("admin:django_studio_backups_backup_changelist")
+    client.force_login(User.objects.create_superuser("boss", password="pw"))
+    assert 'id="studio-backups-growth"' not in client.get(changelist).content.decode()
+    grow_to(seven_backups.path, math.ceil(median_size() * 1.51 / 4096))
+    backup = services.backup_now()
+
+    html = client.get(changelist, headers={"accept-language": language}).content.decode()
+
+    chart = html.index('id="studio-backups-chart"')
+    warning = html.index('id="studio-backups-growth"')
+    # Right under the size chart, inside its box, above the list of backups.
+    assert html.index("</svg>", chart) < warning < html.index('id="changelist"')
+    assert "</div>" not in html[chart:warning]
+    shown = html[warning : html.index("</ul>", warning)]
+    assert backup.name in shown
+    assert text in shown
