@@ -121,9 +121,6 @@ class BackupAdmin(ModelAdmin):
                 _("The last backup was made on %(when)s, more than a day ago.")
                 % {"when": last.strftime(TIME_FORMAT)}
             )
-        growth = services.growth_warning()
-        if growth is not None:
-            found.append(growth)
         failure = services.last_failure()
         if failure is not None:
             found.append(
