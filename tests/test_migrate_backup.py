@@ -85,6 +85,16 @@ def recorded_migrations() -> list[MigrationRecorder.Migration]:
     return list(MigrationRecorder(connections["studio"]).migration_qs)
 
 
+def copy_database(source: Path, target: Path) -> None:
+    # Through SQLite: the rows added in WAL mode may still be in the -wal file.
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def pre_migrate_backups() -> list[BackupFile]:
     return [b for b in services.backups() if b.kind == "pre-migrate"]
 
@@ -240,7 +250,7 @@ def test_the_test_database_is_not_backed_up(
     # A kept test database with a migration to apply: what `manage.py test --keepdb` and
     # `pytest --reuse-db` migrate, through the same create_test_db() as a fresh one.
     test_db = tmp_path / "test-studio.db"
-    test_db.write_bytes(migrating.path.read_bytes())
+    copy_database(migrating.path, test_db)
     monkeypatch.setitem(django_settings.DATABASES["studio"]["TEST"], "NAME", str(test_db))
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(tmp_path / "b")}
     creation = connections["studio"].creation
@@ -307,13 +317,14 @@ def test_skipped_is_scoped(migrating: StudioDB) -> None:
     assert len(pre_migrate_backups()) == 1
 
 
-def run_manage(db: StudioDB, *args: str) -> subprocess.CompletedProcess[str]:
+def run_manage(db: StudioDB, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.migrating_settings",
         "MIGRATING_TEST_DB": str(db.path),
         "MIGRATING_TEST_BACKUPS": json.dumps(django_settings.STUDIO_BACKUPS),
         "PYTHONPATH": str(REPO),
+        **env_vars,
     }
     return subprocess.run(
         [sys.executable, "-m", "django", *args],
@@ -341,3 +352,28 @@ def test_manage_py_migrate(migrating: StudioDB, full_backup_folder: Path) -> Non
     assert done.returncode == 0, done.stderr
     assert "Migrating without a backup first (--skip-backup)." in done.stdout
     assert SECOND in applied(migrating.path)
+
+
+def test_manage_py_test_makes_no_backup_of_its_database(
+    migrating: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # `manage.py test --keepdb` migrates a kept, non-empty test database with a migration to
+    # apply: everything a backup would need, except that it is the test database.
+    test_db = tmp_path / "test-studio.db"
+    copy_database(migrating.path, test_db)
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(tmp_path / "b")}
+    connections["studio"].close()
+
+    run = run_manage(
+        migrating,
+        "test",
+        "tests.migrating_app",
+        "--keepdb",
+        MIGRATING_TEST_TEST_DB=str(test_db),
+    )
+
+    assert run.returncode == 0, run.stderr
+    assert "Ran 1 test" in run.stderr
+    assert SECOND in applied(test_db)
+    assert not (tmp_path / "b").exists()
+    assert SECOND not in applied(migrating.path)
