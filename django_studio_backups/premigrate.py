@@ -20,7 +20,6 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -91,14 +90,14 @@ def back_up_before_migrate(
 
 
 def _worth_backing_up(alias: str) -> bool:
-    database = connections[alias].settings_dict
-    name = str(database["NAME"])
+    connection = connections[alias]
+    name = str(connection.settings_dict["NAME"])
     # The test runner (Django's and pytest-django's) migrates the test database after
     # putting its TEST name, or an in-memory name, into NAME: a throwaway database.
-    test_name = (database.get("TEST") or {}).get("NAME")
+    test_name = (connection.settings_dict.get("TEST") or {}).get("NAME")
     if conf._is_in_memory(name) or (test_name is not None and name == str(test_name)):
         return False
-    # The first migrate of a new project finds no file, or the empty one that connecting
-    # created: nothing to lose, and nothing SQLite could copy.
-    path = Path(name)
-    return path.is_file() and path.stat().st_size > 0
+    # The first migrate of a new project finds a database without tables (connecting has
+    # created the file, perhaps set WAL mode): nothing to lose. Django's own connection
+    # also sees tables that are still only in the -wal file.
+    return bool(connection.introspection.table_names())

@@ -282,13 +282,19 @@ def test_an_in_memory_database_is_not_backed_up(migrating: StudioDB) -> None:
     assert not migrating.backups.exists()
 
 
+@pytest.mark.parametrize("start", ["no file", "empty file", "WAL mode set"])
 def test_a_new_database_is_not_backed_up(
-    migrating: StudioDB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    migrating: StudioDB, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, start: str
 ) -> None:
-    # The first migrate of a project: there is no data to lose, and no file to copy.
+    # The first migrate of a project: there is no data to lose.
     connections["studio"].close()
     new = tmp_path / "new" / "studio.db"
     new.parent.mkdir()
+    if start == "empty file":
+        new.touch()
+    elif start == "WAL mode set":
+        sqlite3.connect(new).execute("PRAGMA journal_mode=WAL").connection.close()
+        assert new.stat().st_size > 0
     monkeypatch.setitem(django_settings.DATABASES["studio"], "NAME", new)
 
     migrate(verbosity=0)
