@@ -383,3 +383,11 @@ def test_manage_py_test_makes_no_backup_of_its_database(
     assert SECOND in applied(test_db)
     assert not (tmp_path / "b").exists()
     assert SECOND not in applied(migrating.path)
+
+
+def test_showing_the_plan_makes_no_backup(migrating: StudioDB) -> None:
+    output = migrate(plan=True)
+
+    assert "migrating_app.0002_design_colour" in output
+    assert services.backups() == []
+    assert SECOND not in applied(migrating.path)
