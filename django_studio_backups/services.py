@@ -167,7 +167,7 @@ def last_failure(*, using: str | None = None) -> Failure | None:
     if failed_at is None:
         return None
     succeeded_at = _last_backup_at(config)
-    if succeeded_at is not None and succeeded_at >= failed_at:
+    if succeeded_at is not None and succeeded_at > failed_at:
         return None
     try:
         reason = str(state.read(config.state_file).get(state.LAST_FAILURE_REASON, ""))

@@ -90,6 +90,19 @@ def test_list_backups_table_and_json(studio_db: StudioDB) -> None:
     assert rows[0]["size"] == path.stat().st_size
 
 
+def test_list_backups_shows_a_failed_attempt(studio_db: StudioDB, tmp_path: Path) -> None:
+    assert services.create_backup_now() is not None
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as readonly:
+        failed = run_manage(studio_db, "backup_now", DIRECTORY=str(readonly))
+        assert failed.returncode == 1
+    result = run_manage(studio_db, "list_backups")
+    assert result.returncode == 0
+    assert result.stderr.startswith("Warning: the last backup attempt failed at ")
+    assert "Read-only file system" in result.stderr
+    assert services.create_backup_now() is not None
+    assert run_manage(studio_db, "list_backups").stderr == ""
+
+
 def test_restore_backup_without_asking(studio_db: StudioDB) -> None:
     backup = services.create_backup_now()
     assert backup is not None

@@ -29,9 +29,16 @@ class Command(BaseCommand):
             return
         with command_errors():
             rows = services.list_backups(using=options["database"])
+            failure = services.last_failure(using=options["database"])
         if options["json"]:
             self.stdout.write(json.dumps(rows, indent=2, default=str))
             return
+        if failure is not None:
+            self.stderr.write(
+                f"Warning: the last backup attempt failed at {failure.at:%d/%m/%Y %H:%M}: "
+                f"{failure.reason}",
+                style_func=self.style.WARNING,
+            )
         if not rows:
             self.stdout.write("No backups yet.")
             return
