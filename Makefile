@@ -11,12 +11,13 @@ SIZE ?= 1G
 export SE_OFFLINE := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system-packages venv lint typecheck test demo bench bench-deps clean
+.PHONY: help system-packages venv lint typecheck test demo bench bench-deps matrix clean
 
 help:
 	@echo "make demo   set up and run the example studio project on http://127.0.0.1:8000/admin/"
 	@echo "make test   set up and run the whole test suite (lint, types, tests, coverage)"
 	@echo "make bench  run the benchmarks (SIZE=100M for a quick run)"
+	@echo "make matrix run the tests on every supported Python and Django (tox)"
 
 system-packages:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -76,6 +77,12 @@ bench-deps: .venv-dbbackup/.installed
 
 bench: system-packages venv bench-deps
 	$(BIN)/python -m bench --size $(SIZE)
+
+# The other Pythons and Djangos (tox.ini); pyenv's interpreters are used where present.
+PYENV_BINS := $(wildcard $(HOME)/.pyenv/versions/3.1[0-9]*/bin)
+matrix: venv
+	$(BIN)/python -m pip install -q --disable-pip-version-check "tox>=4.2"
+	PATH="$(subst $(eval) ,:,$(PYENV_BINS)):$$PATH" $(BIN)/tox run-parallel -p 2
 
 clean:
 	rm -rf $(VENV) .venv-dbbackup build dist *.egg-info .coverage .coverage.* htmlcov .pytest_cache .mypy_cache .ruff_cache

@@ -104,7 +104,7 @@ def test_lock_is_seen_from_another_process_and_freed_by_its_death(tmp_path: Path
             pass
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     assert not locking.is_locked(lock)
     with locking.exclusive(lock, 0.1):
         assert locking.is_locked(lock)
