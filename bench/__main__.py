@@ -57,7 +57,14 @@ def main(argv: list[str] | None = None) -> Path:
         started=stamp,
         minutes=(time.monotonic() - started) / 60,
     )
-    args.report.write_text(report.render(results, context) + "\n", encoding="utf-8")
+    notes = ""
+    if args.report.exists():
+        # What people wrote below the marker (analysis, tuning runs) survives a new run.
+        old = args.report.read_text(encoding="utf-8")
+        if report.NOTES_MARKER in old:
+            notes = old[old.index(report.NOTES_MARKER) :]
+    text = report.render(results, context) + "\n"
+    args.report.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
     raw = workspace.root / "results.json"
     raw.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str))
     say(f"wrote {args.report} and {raw}")

@@ -240,6 +240,7 @@ class Bench:
         for count in sizes:
             folder = self.ws.root / f"listing-{count}"
             fill_backup_folder(folder, count)
+            measure.drop_dirty_pages()
             env = {**self.ws.env(), "BENCH_BACKUP_DIR": str(folder)}
             timings: dict[str, list[float]] = {"cold": [], "warm": [], "command": []}
             for _ in range(self.repeat):
