@@ -1,6 +1,9 @@
 """Programs the tests run as separate processes: a writer, and a backup or restore to kill.
 
 Run as ``python -m tests.processes writer DB MODE STOPFILE`` and so on.
+``service-on-cue CUEFILE FUNCTION [ARG]`` prints "ready" once Django is set up, then waits
+for CUEFILE to exist before the call, so a test can time a kill from the start of the work
+itself, or release many processes at the same moment.
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ def writer(database: Path, journal_mode: str, stop: Path) -> None:
     connection.close()
 
 
-def django_call(function: str, argument: str | None) -> None:
+def django_call(function: str, argument: str | None, cue: Path | None = None) -> None:
     import django
 
     django.setup()
     from django_studio_backups import services
 
+    if cue is not None:
+        print("ready", flush=True)
+        while not cue.exists():
+            time.sleep(0.001)
     if argument is None:
         result = getattr(services, function)()
     else:
@@ -52,5 +59,7 @@ if __name__ == "__main__":
         writer(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     elif command == "service":
         django_call(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    elif command == "service-on-cue":
+        django_call(sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None, Path(sys.argv[2]))
     else:
         raise SystemExit(f"unknown command {command}")

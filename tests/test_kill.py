@@ -88,7 +88,11 @@ def test_kill_during_restore(studio_db: StudioDB) -> None:
         time.sleep(rng.uniform(0.05, duration))
         process.send_signal(signal.SIGKILL)
         process.wait()
-        engine.check(studio_db.path, full=True)
+        # Not engine.check: it opens files as immutable and ignores the -wal, which after a
+        # kill during the final checkpoint still holds committed pages of the restore.
+        connection = sqlite3.connect(studio_db.path)
+        assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        connection.close()
         state = tags(studio_db.path)
         assert state in {(640, "A"), (384, "B")}
         if state == (384, "B"):
