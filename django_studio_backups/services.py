@@ -349,7 +349,12 @@ def _back_up(
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
         raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
     backup = next(b for b in archive.list_backup_files(config.directory) if b.path == path)
-    state.update(config.state_file, **{state.LAST_BACKUP_AT: state.isoformat(started)})
+    # A success ends the run of failures that the admin page and list_backups warn about.
+    state.update(
+        config.state_file,
+        remove=(state.LAST_FAILURE_AT, state.LAST_FAILURE_REASON),
+        **{state.LAST_BACKUP_AT: state.isoformat(started)},
+    )
     _prune(config, protected={path, *protected})
     logger.info("Backed up %s to %s (%d bytes)", config.database_path, path, backup.size)
     signals.backup_created.send(sender=BackupFile, backup=backup, using=config.alias)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Collection
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -63,12 +64,17 @@ def read_datetime(path: Path, key: str) -> datetime | None:
     return moment
 
 
-def update(path: Path, **changes: Any) -> bool:
-    """Set ``changes`` in the state file, keeping every other key. False if it could not."""
+def update(path: Path, *, remove: Collection[str] = (), **changes: Any) -> bool:
+    """Set ``changes`` (and drop ``remove``) in the state file, keeping every other key.
+
+    False if it could not.
+    """
     try:
         # The lock is on the folder: the file itself is replaced by rename on every write.
         with locking.exclusive(path.parent, LOCK_TIMEOUT):
             data = read(path)
+            for key in remove:
+                data.pop(key, None)
             data.update(changes)
             try:
                 mode = path.stat().st_mode & 0o777

@@ -113,7 +113,11 @@ def make_request(client: Client, action: str, name: str) -> Response:
     if action in ("verify",):
         return client.post(url(action, name))
     if action == "download":
-        return client.get(url(action, name))
+        response = client.get(url(action, name))
+        # The streamed file stays open until it is read to the end.
+        if isinstance(response, FileResponse):
+            b"".join(response.streaming_content)
+        return response
     if action.endswith("_confirm"):
         return client.get(url(action.removesuffix("_confirm"), name))
     return client.post(url(action, name), {"post": "yes"})

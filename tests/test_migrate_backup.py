@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from io import StringIO
 from pathlib import Path
 
+import django
 import pytest
 from django.apps import apps
 from django.conf import settings as django_settings
@@ -255,7 +256,9 @@ def test_the_test_database_is_not_backed_up(
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(tmp_path / "b")}
     creation = connections["studio"].creation
 
-    name = creation.create_test_db(verbosity=0, autoclobber=True, serialize=False, keepdb=True)
+    # Django 6.1 deprecates the serialize argument; older versions serialize by default.
+    no_serialize: dict[str, bool] = {} if django.VERSION >= (6, 1) else {"serialize": False}
+    name = creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True, **no_serialize)
     try:
         assert name == str(test_db)
         assert SECOND in applied(test_db)

@@ -639,3 +639,27 @@ def test_another_alias_keeps_its_backups_beside_its_own_file(
     assert services.list_backups(using="default")[0]["path"] == path
     assert services.get_last_backup_display(using="default") != "—"
     assert names(studio_db) == []
+
+
+def test_a_success_ends_the_warning_about_a_failure(studio_db: StudioDB) -> None:
+    studio_db.state_file.write_text(
+        json.dumps(
+            {
+                "theme": "dark",
+                "last_backup_failed_at": "2026-03-04T09:00:00-07:00",
+                "last_backup_error": "disk full",
+            }
+        )
+    )
+    failure = services.last_failure()
+    assert failure == services.Failure(
+        at=datetime(2026, 3, 4, 9, tzinfo=HERMOSILLO), reason="disk full"
+    )
+    # Written by something else: a success recorded after the failure.
+    saved = json.loads(studio_db.state_file.read_text())
+    studio_db.state_file.write_text(
+        json.dumps({**saved, "last_backup_at": "2026-03-04T10:00:00-07:00"})
+    )
+    assert services.last_failure() is None
+    assert services.create_backup_now() is not None
+    assert json.loads(studio_db.state_file.read_text()).keys() == {"theme", "last_backup_at"}
