@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -30,6 +32,12 @@ HASH_BLOCK = 1024 * 1024
 # SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
+# SQLite reports a -shm or -wal file it cannot extend on a full disk as "disk I/O error";
+# with less than this left free, that error is taken to be the full disk's doing.
+NEARLY_FULL = 1024 * 1024
+SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+
+logger = logging.getLogger("django_studio_backups")
 
 
 class EngineError(Exception):
@@ -184,7 +192,10 @@ def copy_database(
         finally:
             dst.close()
     except sqlite3.Error as exc:
-        raise EngineError(f"Could not copy {source}: {exc}") from exc
+        # Leaving WAL mode opens the copy's -wal and -shm; on a full disk they stay behind.
+        for suffix in SIDECAR_SUFFIXES:
+            Path(f"{destination}{suffix}").unlink(missing_ok=True)
+        raise EngineError(f"Could not copy {source}: {_explain(exc, source, destination)}") from exc
     finally:
         src.close()
     fd = os.open(destination, os.O_RDONLY)
@@ -264,23 +275,53 @@ def restore_into(
             with _Watcher(watched, expected, progress).running():
                 src.backup(dst, pages=-1, progress=guard)
             if wal:
-                # Move the restored pages from the WAL into the database file now, rather
-                # than leaving a WAL as large as the database for the next writer to pay for.
-                dst.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                _checkpoint_restored(dst, live)
             rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
         finally:
             dst.close()
     except sqlite3.Error as exc:
-        raise EngineError(f"Could not restore into {live}: {_explain(exc)}") from exc
+        _roll_back_hot_journal(live)
+        raise EngineError(f"Could not restore into {live}: {_explain(exc, live)}") from exc
     finally:
         src.close()
     if rows != ["ok"]:  # pragma: no cover - needs a disk that damages what SQLite just wrote
         raise CheckFailed(f"{live.name} failed quick_check after the restore: {rows}")
 
 
-def _explain(exc: sqlite3.Error) -> str:
+def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
+    # Move the restored pages from the WAL into the database file now, rather than leaving
+    # a WAL as large as the database for the next writer to pay for.
+    try:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    except sqlite3.Error as exc:
+        # The restore is committed (and synced) in the -wal, and every reader sees it there:
+        # failing now would report a restore that happened as one that did not. SQLite
+        # moves the pages later, once there is room.
+        logger.warning("Restored %s, but could not checkpoint its -wal yet: %s", live, exc)
+
+
+def _roll_back_hot_journal(live: Path) -> None:
+    # A restore that failed midway in rollback-journal mode (a full disk) leaves a hot
+    # journal and half-written pages; the first connection to read the file rolls them
+    # back. Do it now, so the file itself is the old database again, not only through SQLite.
+    # No waiting: a hot journal has no connection holding a lock on the file.
+    with contextlib.suppress(sqlite3.Error):
+        connection = connect(live, timeout=0)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            connection.close()
+
+
+def _explain(exc: sqlite3.Error, *paths: Path) -> str:
     message = str(exc)
     if "readonly" in message:
         # The backup API cannot change the page size of a database in WAL mode.
         return f"{message} (is the backup's page size different from the live database's?)"
+    if "disk I/O error" in message and any(_nearly_full(path) for path in paths):
+        return f"{message} (the disk is full)"
     return message
+
+
+def _nearly_full(path: Path) -> bool:
+    return shutil.disk_usage(path.parent).free < NEARLY_FULL
