@@ -122,9 +122,6 @@ class HashingReader(io.RawIOBase):
         self._source = source
         self.digest = Digest()
 
-    def readable(self) -> bool:
-        return True
-
     def readinto(self, buffer: Any) -> int:
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
@@ -141,9 +138,6 @@ class HashingWriter:
         self._sink.write(data)
         self.digest.update(data)
         return len(data)
-
-    def flush(self) -> None:
-        pass
 
 
 def encode(
@@ -261,9 +255,6 @@ class _PipeWriter:
             view = view[written:]
         return len(data)
 
-    def flush(self) -> None:
-        pass
-
 
 class _Passthrough:
     def compress(self, data: bytes) -> bytes:
@@ -294,9 +285,6 @@ class _CompressingReader(io.RawIOBase):
         self._pending = memoryview(b"")
         self._done = False
 
-    def readable(self) -> bool:
-        return True
-
     def readinto(self, buffer: Any) -> int:
         while not self._pending and not self._done:
             data = self._source.read(CHUNK)
@@ -313,8 +301,6 @@ class _CompressingReader(io.RawIOBase):
 
 class _Decompressor(Protocol):
     def write(self, data: bytes, /) -> int: ...
-
-    def flush(self) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -336,9 +322,6 @@ class _PlainWriter:
     def write(self, data: bytes) -> int:
         self._sink.write(data)
         return len(data)
-
-    def flush(self) -> None:
-        pass
 
     def finish(self) -> None:
         pass

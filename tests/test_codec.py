@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import os
@@ -196,3 +197,14 @@ def test_zstd_decoding_hands_output_on_in_chunks() -> None:
     codec.decode(io.BytesIO(bomb), Sink(), "zstd")
     assert sum(sizes) == 8 * codec.CHUNK
     assert max(sizes) <= codec.CHUNK
+
+
+def test_a_failing_sink_is_not_taken_for_damaged_data(age_key: AgeKey) -> None:
+    class FullDisk:
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    sealed = encoded(os.urandom(100_000), None, [codec.parse_recipient(age_key.recipient)])
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        codec.decode(io.BytesIO(sealed), FullDisk(), None, codec.read_identities(age_key.path))
+    assert raised.value.errno == errno.ENOSPC

@@ -292,6 +292,7 @@ def test_leftovers_of_interrupted_uploads_are_never_listed_and_sync_replaces_the
     first = services.backup_now()
     second = services.backup_now()
     third = services.backup_now()
+    fourth = services.backup_now()
     drive = tmp_path / "drive"
     drive.mkdir()
     # A data object cut short, with no manifest; a manifest cut short; a manifest whose data
@@ -302,18 +303,19 @@ def test_leftovers_of_interrupted_uploads_are_never_listed_and_sync_replaces_the
     (drive / f"{third.name}.json").write_text(
         json.dumps({"format": 1, "object": {"name": f"{third.name}.zst.age"}})
     )
+    (drive / f"{fourth.name}.json").write_text(json.dumps({"format": 0, "object": {"name": 1}}))
     (drive / "notes.txt").write_text("the studio's own file")
     use_offsite(settings, "drive", folder_storage(drive), ENCRYPT_TO=[age_key.recipient])
 
     assert offsite.copies() == []
     out = command("sync_offsite")
 
-    assert out.splitlines() == [f"Uploaded {b.name}.zst.age" for b in (first, second, third)]
+    made = (first, second, third, fourth)
+    assert out.splitlines() == [f"Uploaded {b.name}.zst.age" for b in made]
     assert sorted(os.listdir(drive)) == sorted(
-        ["notes.txt"]
-        + [f"{b.name}{suffix}" for b in (first, second, third) for suffix in (".json", ".zst.age")]
+        ["notes.txt"] + [f"{b.name}{suffix}" for b in made for suffix in (".json", ".zst.age")]
     )
-    for backup in (first, second, third):
+    for backup in made:
         assert unzstd(age_decrypt(drive / f"{backup.name}.zst.age", age_key)) == (
             backup.path.read_bytes()
         )
@@ -408,7 +410,9 @@ def test_a_storage_that_cannot_be_opened(studio_db: StudioDB, settings: Settings
 
 
 def test_without_offsite_settings(studio_db: StudioDB) -> None:
+    assert conf.offsite_problems() == []
     services.backup_now()
+    assert offsite.last_failure() is None
     assert offsite.names() == set()
     with pytest.raises(CommandError, match="Off-site copies are not configured"):
         command("sync_offsite")
@@ -487,3 +491,11 @@ def test_copies_have_a_readable_record(studio_db: StudioDB, drive: Path) -> None
     assert copy.created_at.isoformat(timespec="seconds") == backup.manifest["created_at"]
     assert copy.as_dict()["display"] == backup.display(copy.created_at.tzinfo)  # type: ignore[arg-type]
     assert codec.suffix(copy.compression, copy.encrypted) == ".zst.age"
+
+
+def test_the_daily_backup_goes_off_site_too(studio_db: StudioDB, drive: Path) -> None:
+    backup = services.backup_if_needed()
+    assert backup is not None
+    assert offsite.names() == {backup.name}
+    assert services.backup_if_needed() is None
+    assert offsite.names() == {backup.name}
