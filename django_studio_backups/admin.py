@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
@@ -28,9 +28,9 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from . import services
+from . import conf, offsite, services
 from .archive import BackupFile
-from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
+from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, OffsiteFailed, RestoreFailed
 from .models import Backup
 from .size_chart import size_chart
 
@@ -92,14 +92,24 @@ class BackupAdmin(ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         listed = services.list_backups()
-        rows = [{**row, "kind_label": KIND_LABELS.get(row["kind"], _("unknown"))} for row in listed]
+        warnings = self._warnings()
+        copied = self._offsite_names(warnings)
+        rows = [
+            {
+                **row,
+                "kind_label": KIND_LABELS.get(row["kind"], _("unknown")),
+                "offsite": copied is not None and row["name"] in copied,
+            }
+            for row in listed
+        ]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": capfirst(self.opts.verbose_name_plural),
             "backups": rows,
             "last_backup": services.get_last_backup_display(),
-            "warnings": self._warnings(),
+            "warnings": warnings,
+            "offsite": copied is not None,
             "chart": size_chart(listed),
             "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
@@ -128,6 +138,23 @@ class BackupAdmin(ModelAdmin):
                 % {"when": failure.at.strftime(TIME_FORMAT), "reason": failure.reason}
             )
         return found
+
+    def _offsite_names(self, warnings: list[str]) -> set[str] | None:
+        """The backups with an off-site copy; None when off-site copies are not set up."""
+        try:
+            if conf.get_offsite_config() is None:
+                return None
+            copied = offsite.names()
+        except (OffsiteFailed, ImproperlyConfigured) as exc:
+            warnings.append(_("The off-site copies cannot be listed: %(reason)s") % {"reason": exc})
+            return set()
+        failure = offsite.last_failure()
+        if failure is not None:
+            warnings.append(
+                _("The last off-site copy, on %(when)s, failed: %(reason)s")
+                % {"when": failure[0].strftime(TIME_FORMAT), "reason": failure[1]}
+            )
+        return copied
 
     # Actions ---------------------------------------------------------------------------
 

@@ -1,0 +1,82 @@
+"""The admin's Backups page shows which backups have an off-site copy."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+from django.urls import reverse
+from pytest_django.fixtures import Settings as SettingsWrapper
+
+from django_studio_backups import services
+
+from .conftest import StudioDB
+from .offsite_helpers import folder_storage, use_offsite
+
+pytestmark = pytest.mark.django_db(databases=["default", "studio"])
+
+CHANGELIST = "admin:django_studio_backups_backup_changelist"
+
+
+@pytest.fixture
+def admin_client() -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("boss", password="pw"))
+    return client
+
+
+def offsite_cells(page: str) -> dict[str, str]:
+    """Each listed backup's name, and the icon in its off-site column."""
+    rows = re.findall(
+        r'<tr data-backup="([^"]+)">.*?class="studio-backups-offsite"><img src="[^"]*icon-(\w+)',
+        page,
+        re.S,
+    )
+    return dict(rows)
+
+
+def test_each_backup_shows_whether_it_has_an_off_site_copy(
+    studio_db: StudioDB, admin_client: Client, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    local_only = services.backup_now()
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    copied = services.backup_now()
+
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert "Off-site copy" in page
+    assert offsite_cells(page) == {copied.name: "yes", local_only.name: "no"}
+
+
+def test_without_off_site_copies_there_is_no_column(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "Off-site copy" not in page
+    assert 'colspan="6"' in page
+
+
+def test_off_site_problems_are_warnings(
+    studio_db: StudioDB, admin_client: Client, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "unplugged"
+    blocker.write_text("not a folder")
+    use_offsite(settings, "drive", folder_storage(blocker / "drive"))
+    backup = services.backup_now()
+
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert "The off-site copies cannot be listed: Listing the off-site storage failed" in page
+    assert offsite_cells(page) == {backup.name: "no"}
+
+    blocker.unlink()
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "The last off-site copy, on " in page
+    assert "failed: Listing the off-site storage failed: NotADirectoryError" in page
+
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "OFFSITE": {"STORAGE": "nowhere"}}
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert "The off-site copies cannot be listed: STUDIO_BACKUPS[" in page
