@@ -49,6 +49,8 @@ def test_each_backup_shows_whether_it_has_an_off_site_copy(
 
     assert "Off-site copy" in page
     assert offsite_cells(page) == {copied.name: "yes", local_only.name: "no"}
+    spanish = admin_client.get(reverse(CHANGELIST), HTTP_ACCEPT_LANGUAGE="es")
+    assert "Copia externa" in spanish.content.decode()
 
 
 def test_without_off_site_copies_there_is_no_column(
