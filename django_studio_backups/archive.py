@@ -186,7 +186,7 @@ def publish(temporary: Path, directory: Path, stamp: str, manifest: dict[str, An
     """
     manifest_temporary = temporary.with_name(temporary.name + MANIFEST_SUFFIX)
     write_private_json(manifest_temporary, manifest)
-    sequence = 1
+    sequence = _highest_sequence(directory, stamp) + 1
     while True:
         name = f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db"
         final = directory / name
@@ -194,12 +194,24 @@ def publish(temporary: Path, directory: Path, stamp: str, manifest: dict[str, An
             # link() fails if the name exists, where rename() would replace it.
             os.link(temporary, final)
             break
-        except FileExistsError:
+        except FileExistsError:  # pragma: no cover - only a publisher not holding the lock
             sequence += 1
     os.replace(manifest_temporary, manifest_path_for(final))
     os.unlink(temporary)
     engine.fsync_directory(directory)
     return final
+
+
+def _highest_sequence(directory: Path, stamp: str) -> int:
+    # Numbering after the highest backup of that second, not from the first free name:
+    # retention may have deleted the second's first backups already, and a new backup must
+    # never get a deleted one's name, by which downloads and off-site copies know it.
+    highest = 0
+    for entry in os.scandir(directory):
+        match = NAME_PATTERN.match(entry.name)
+        if match and f"{match.group(1)}_{match.group(2)}" == stamp:
+            highest = max(highest, int(match.group(3) or 1))
+    return highest
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:

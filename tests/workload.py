@@ -55,9 +55,12 @@ class CuedCall:
         folder: Path,
         function: str,
         argument: str | None = None,
+        *,
+        cue: Path | None = None,
         **backups: object,
     ) -> None:
-        self.cue = folder / f"cue-{next(_numbers)}"
+        # Calls that share a cue all start when it appears.
+        self.cue = cue or folder / f"cue-{next(_numbers)}"
         args = [sys.executable, "-m", "tests.processes", "service-on-cue", str(self.cue), function]
         if argument is not None:
             args.append(argument)
