@@ -104,6 +104,7 @@ def test_a_storm_of_backups(studio_db: StudioDB, settings: SettingsWrapper, tmp_
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": MAX_BACKUPS}
     fill_database(studio_db.path, 16)
     lock = studio_db.backups / locking.LOCK_NAME
+    limits = {"MAX_BACKUPS": MAX_BACKUPS}
     kept = tmp_path / "published"
     kept.mkdir()
     go = tmp_path / "go"
@@ -111,11 +112,11 @@ def test_a_storm_of_backups(studio_db: StudioDB, settings: SettingsWrapper, tmp_
     with running_writer(studio_db.path, tmp_path), publications.watching():
         # Everyone is set up before the storm begins, so that it really is at one moment.
         manual = [
-            CuedCall(studio_db, tmp_path, "create_backup_now", cue=go, MAX_BACKUPS=MAX_BACKUPS)
+            CuedCall(studio_db, tmp_path, "create_backup_now", cue=go, backups=limits)
             for _ in range(MANUAL)
         ]
         late_daily = CuedCall(
-            studio_db, tmp_path, "create_backup_if_needed", cue=go, MAX_BACKUPS=MAX_BACKUPS
+            studio_db, tmp_path, "create_backup_if_needed", cue=go, backups=limits
         )
         for call in [*manual, late_daily]:
             call.ready()

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tests.conftest import REPO, StudioDB, command_env
@@ -57,7 +57,7 @@ class CuedCall:
         argument: str | None = None,
         *,
         cue: Path | None = None,
-        **backups: object,
+        backups: Mapping[str, object] | None = None,
     ) -> None:
         # Calls that share a cue all start when it appears.
         self.cue = cue or folder / f"cue-{next(_numbers)}"
@@ -65,7 +65,11 @@ class CuedCall:
         if argument is not None:
             args.append(argument)
         self.process = subprocess.Popen(
-            args, cwd=REPO, env=command_env(db, **backups), stdout=subprocess.PIPE, text=True
+            args,
+            cwd=REPO,
+            env=command_env(db, **(backups or {})),
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self.function = function
 
@@ -111,7 +115,9 @@ class CuedPool:
     def take(self, argument: str | None = None, *, ahead: int = 2) -> CuedCall:
         queue = self.waiting.setdefault(argument, collections.deque())
         while len(queue) <= ahead:
-            queue.append(CuedCall(self.db, self.folder, self.function, argument, **self.backups))
+            queue.append(
+                CuedCall(self.db, self.folder, self.function, argument, backups=self.backups)
+            )
         return queue.popleft()
 
     def close(self) -> None:
