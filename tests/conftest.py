@@ -58,6 +58,8 @@ def template_db(
     database["NAME"] = path
     try:
         with django_db_blocker.unblock():  # type: ignore[attr-defined]
+            # A connection an earlier test left open would still be to the old NAME.
+            connections["studio"].close()
             call_command("migrate", database="studio", verbosity=0)
             connections["studio"].close()
     finally:
