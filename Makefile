@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEB_PACKAGES := sqlite3 chromium chromium-driver cron openssh-server age zstd
+DEB_PACKAGES := sqlite3 chromium chromium-driver cron openssh-server age zstd time
 DEMO_DB := example_project/var/studio.db
 SIZE ?= 1G
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POLL = 0.005
+TIME = "/usr/bin/time"
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,16 @@ def run(
 ) -> Run:
     """Run ``argv`` to its end, or kill it after ``cap`` seconds (``finished`` is then False).
 
-    ``os.wait4`` gives the rusage of this one child, where ``RUSAGE_CHILDREN`` would mix
-    it with every earlier child of the benchmark.
+    The peak RSS comes from GNU time: Linux carries a process's peak RSS across exec(), so
+    the rusage of a child spawned straight from this (larger) process would report this
+    process's peak, not the command's. GNU time is a small process of its own.
     """
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.monotonic_ns()}.log"
+    stem = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{os.getpid()}-{time.monotonic_ns()}"
+    log, rss = stem.with_suffix(".log"), stem.with_suffix(".rss")
     with open(log, "w+b") as out:
         started = time.monotonic()
         process = subprocess.Popen(
-            list(argv),
+            [TIME, "--quiet", "-f", "%M", "-o", str(rss), *argv],
             env=dict(env) if env is not None else None,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -80,9 +83,15 @@ def run(
         out.seek(0)
         output = out.read().decode("utf-8", "replace")
     log.unlink()
+    try:
+        max_rss = int(rss.read_text().split()[-1]) * 1024
+    except (OSError, ValueError, IndexError):
+        # Killed at the cap: GNU time died with its command; its own rusage is the best left.
+        max_rss = usage.ru_maxrss * 1024
+    rss.unlink(missing_ok=True)
     return Run(
         seconds=seconds,
-        max_rss=usage.ru_maxrss * 1024,
+        max_rss=max_rss,
         returncode=process.returncode,
         finished=finished,
         started_at=started,
