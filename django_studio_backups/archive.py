@@ -22,6 +22,10 @@ PRIVATE_FILE = 0o600
 PRIVATE_DIRECTORY = 0o700
 
 KINDS = ("manual", "daily", "safety", "pre-migrate")
+# A time in a manifest or the state file outside these bounds is damage, not a date; near
+# the ends of what datetime can hold, showing it in another time zone overflows.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ class BackupFile:
             moment = datetime.fromisoformat(value) if isinstance(value, str) else None
         except ValueError:
             moment = None
-        if moment is None or moment.tzinfo is None:
+        if moment is None or moment.tzinfo is None or not EARLIEST <= moment <= LATEST:
             return self.modified_at
         return moment
 

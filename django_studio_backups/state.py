@@ -61,6 +61,9 @@ def read_datetime(path: Path, key: str) -> datetime | None:
     if moment.tzinfo is None:
         logger.warning("Ignoring %s in %s: %r has no UTC offset", key, path, value)
         return None
+    if not archive.EARLIEST <= moment <= archive.LATEST:
+        logger.warning("Ignoring %s in %s: %r is not a plausible time", key, path, value)
+        return None
     return moment
 
 
