@@ -10,7 +10,7 @@ from ..base import add_database_argument, command_errors, end_progress, terminal
 
 class Command(BaseCommand):
     # Mistakes in the settings surface as a one-line CommandError when the command runs.
-    requires_system_checks: list[str] = []
+    requires_system_checks = ()
     help = "Back up the SQLite database now and print the new backup's path."
 
     def add_arguments(self, parser: CommandParser) -> None:

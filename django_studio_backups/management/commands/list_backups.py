@@ -11,7 +11,7 @@ from ..base import add_database_argument, command_errors, human_size
 
 class Command(BaseCommand):
     # Mistakes in the settings surface as a one-line CommandError when the command runs.
-    requires_system_checks: list[str] = []
+    requires_system_checks = ()
     help = "List the backups, newest first."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -16,7 +16,7 @@ from ..base import (
 
 class Command(BaseCommand):
     # Mistakes in the settings surface as a one-line CommandError when the command runs.
-    requires_system_checks: list[str] = []
+    requires_system_checks = ()
     help = (
         "Restore the database from a backup, after a safety backup of the current data. "
         "Sessions live in the database, so users may have to log in again."

@@ -10,7 +10,7 @@ from ..base import add_database_argument, command_errors
 
 class Command(BaseCommand):
     # Mistakes in the settings surface as a one-line CommandError when the command runs.
-    requires_system_checks: list[str] = []
+    requires_system_checks = ()
     help = (
         "Re-check backups against their manifest's SHA-256 and with SQLite's quick_check "
         "(integrity_check with --full). Exits non-zero if any backup is bad."
