@@ -11,7 +11,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, growth, services
+from . import conf, cron, engine, growth, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running.
 STALE_AFTER = timedelta(days=2)
@@ -91,3 +91,30 @@ def check_growth(
     if message is None:
         return []
     return [checks.Warning(message, hint=growth.HINT, id="studio_backups.W030")]
+
+
+@checks.register()
+def check_journal_mode(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        config = conf.get_config()
+        header = engine.read_header(config.database_path)
+    except (ImproperlyConfigured, engine.NotADatabase, OSError):
+        # No database yet, or settings that check_settings reports.
+        return []
+    # Bytes 18-19 of the header are 2 in WAL mode, 1 with a rollback journal.
+    if header[18] == 2:
+        return []
+    return [
+        checks.Warning(
+            f"The database {config.database_path} uses a rollback journal: a backup keeps its "
+            "writers waiting for the whole copy, and a restore waits for every reader.",
+            hint=(
+                "Switch it to WAL mode, where backups and restores run beside the site: "
+                "'init_command': 'PRAGMA journal_mode=WAL;' in the database's OPTIONS "
+                "(Django 5.1+), or run `PRAGMA journal_mode=WAL;` on it once."
+            ),
+            id="studio_backups.W010",
+        )
+    ]

@@ -53,8 +53,9 @@ class Config:
     max_backups: int
     time_zone: zoneinfo.ZoneInfo
     state_file: Path
+    # How long to wait for another backup or restore, and for the database's own locks (in
+    # rollback-journal mode a busy writer can keep a reader out for longer than Django's 5 s).
     lock_timeout: float
-    busy_timeout: float
     growth_warning: float
 
 
@@ -211,7 +212,6 @@ def get_config(using: str | None = None) -> Config:
         if state_file
         else database_path.parent / "settings.json",
         lock_timeout=float(options["LOCK_TIMEOUT"]),
-        busy_timeout=float(_database(alias).get("OPTIONS", {}).get("timeout", 5.0)),
         # A bad value is reported by E031; until it is fixed, warn at the default.
         growth_warning=float(
             options["GROWTH_WARNING"]

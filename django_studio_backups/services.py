@@ -338,7 +338,7 @@ def _back_up(
     temporary = archive.temporary_path(config.directory)
     try:
         engine.copy_database(
-            config.database_path, temporary, timeout=config.busy_timeout, progress=progress
+            config.database_path, temporary, timeout=config.lock_timeout, progress=progress
         )
         manifest = {**(note or {}), **_checked_manifest(config, temporary, kind, started)}
         path = archive.publish(
@@ -482,7 +482,7 @@ def _restore_file(
     _close_connections(config.alias)
     try:
         engine.restore_into(
-            backup.path, config.database_path, timeout=config.busy_timeout, progress=progress
+            backup.path, config.database_path, timeout=config.lock_timeout, progress=progress
         )
     except engine.CheckFailed as exc:
         if safety is not None:
@@ -498,7 +498,7 @@ def _restore_file(
 
 def _put_back(config: Config, safety: BackupFile) -> None:
     try:
-        engine.restore_into(safety.path, config.database_path, timeout=config.busy_timeout)
+        engine.restore_into(safety.path, config.database_path, timeout=config.lock_timeout)
     except engine.EngineError as exc:  # pragma: no cover - needs two independent failures
         logger.critical(
             "The live database %s failed its check after a restore and could not be put back "

@@ -7,7 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf
-from django_studio_backups.checks import check_settings
+from django_studio_backups.checks import check_journal_mode, check_settings
 from tests.conftest import StudioDB, mounted_tmpfs
 
 
@@ -106,3 +106,20 @@ def test_unknown_key(studio_db: StudioDB, settings: SettingsWrapper) -> None:
 @pytest.mark.parametrize("value", [-1, "60", False])
 def test_bad_lock_timeout(studio_db: StudioDB, settings: SettingsWrapper, value: object) -> None:
     assert ids(settings, LOCK_TIMEOUT=value) == ["studio_backups.E008"]
+
+
+def test_rollback_journal_mode_gets_a_recommendation(
+    studio_db: StudioDB, settings: SettingsWrapper
+) -> None:
+    settings.STUDIO_BACKUPS = {"DATABASE": "studio"}
+    assert check_journal_mode() == []
+    with studio_db.connect() as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    connection.close()
+    (warning,) = check_journal_mode()
+    assert warning.id == "studio_backups.W010"
+    assert str(studio_db.path) in warning.msg
+    studio_db.path.unlink()
+    assert check_journal_mode() == []
+    settings.STUDIO_BACKUPS = {"DATABASE": "missing"}
+    assert check_journal_mode() == []

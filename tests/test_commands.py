@@ -190,3 +190,13 @@ def test_verify_backups(studio_db: StudioDB) -> None:
     assert call("verify_backups", good.name) == f"OK   {good.name}\nAll 1 backups passed.\n"
     with pytest.raises(CommandError, match="no backup called"):
         call_command("verify_backups", "backup_20000101_000000.db")
+
+
+def test_restore_backup_onto_a_lost_database(studio_db: StudioDB) -> None:
+    backup = services.create_backup_now()
+    assert backup is not None
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{studio_db.path}{suffix}").unlink(missing_ok=True)
+    out = call("restore_backup", backup.name, "--no-input")
+    assert out == f"Restored {backup.name}.\n"
+    assert studio_db.clients() == ["Ana", "Beto"]

@@ -576,6 +576,8 @@ def test_test_client_requests_do_not_count(armed: StudioDB, client: Client) -> N
     assert still_armed()
 
 
+# The handler's request_started closes stale connections, a database access.
+@pytest.mark.django_db
 def test_live_servers_of_a_test_run_do_not_count(armed: StudioDB) -> None:
     serve_one_request()
     assert startup_threads() == []
@@ -583,6 +585,8 @@ def test_live_servers_of_a_test_run_do_not_count(armed: StudioDB) -> None:
     assert still_armed()
 
 
+# The handler's request_started closes stale connections, a database access.
+@pytest.mark.django_db
 def test_the_first_request_to_a_server_starts_the_backup(
     armed: StudioDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -274,3 +274,15 @@ def test_restore_into_rollback_mode_reports_progress(
     assert count(live, "blob") == count(source, "blob")
     assert engine.journal_mode(live) == "delete"
     assert not Path(f"{live}-journal").exists()
+
+
+def test_the_watcher_counts_a_file_not_yet_created_as_empty(tmp_path: Path) -> None:
+    seen: list[tuple[int, int]] = []
+    watcher = engine._Watcher(
+        [tmp_path / "not-yet.db-journal"], 100, lambda d, t: seen.append((d, t))
+    )
+    with watcher.running():
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert seen[0] == (0, 100)

@@ -663,3 +663,52 @@ def test_a_success_ends_the_warning_about_a_failure(studio_db: StudioDB) -> None
     assert services.last_failure() is None
     assert services.create_backup_now() is not None
     assert json.loads(studio_db.state_file.read_text()).keys() == {"theme", "last_backup_at"}
+
+
+def test_a_failed_final_check_with_nothing_to_put_back(
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backup = services.create_backup_now()
+    assert backup is not None
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{studio_db.path}{suffix}").unlink(missing_ok=True)
+
+    def restore_then_fail(source: Path, live: Path, **kwargs: Any) -> None:
+        raise engine.CheckFailed("studio.db failed quick_check after the restore")
+
+    monkeypatch.setattr(engine, "restore_into", restore_then_fail)
+    with pytest.raises(RestoreFailed, match="quick_check"):
+        services.restore(backup.name)
+    # There was no database before, so there is no safety backup to put back.
+    assert [b.name for b in services.backups()] == [backup.name]
+
+
+def test_a_backup_of_a_database_without_django_migrations(studio_db: StudioDB) -> None:
+    with studio_db.connect() as connection:
+        connection.execute("DROP TABLE django_migrations")
+    backup = services.backup_now()
+    assert backup.migrations == []
+    with pytest.raises(RestoreFailed, match="not a Django one"):
+        services.restore(backup.name)
+
+
+def test_an_old_backup_that_cannot_be_deleted_is_reported(
+    studio_db: StudioDB, settings: SettingsWrapper, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 1}
+    old = services.backup_now()
+    # Something put a folder where the old backup's manifest belongs.
+    old.manifest_path.unlink()
+    old.manifest_path.mkdir()
+    (old.manifest_path / "keep").write_text("")
+    new = services.backup_now()
+    assert {b.name for b in services.backups()} == {old.name, new.name}
+    assert f"Could not delete the old backup {old.path}" in caplog.text
+
+
+def test_a_path_through_a_symlink_loop_is_refused(studio_db: StudioDB) -> None:
+    backup = services.backup_now()
+    loop = studio_db.backups / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(BackupNotFound, match="not in the backup folder"):
+        services.find_backup(str(loop / "x" / backup.name))
