@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import ImproperlyConfigured, PermissionDenied
+from django.db import connections, transaction
 from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
@@ -54,6 +55,19 @@ KIND_LABELS = {
 View = Callable[..., HttpResponseBase]
 
 
+def local_time(moment: datetime) -> str:
+    # Times read back from files may carry any offset (UTC for a file's modification time).
+    return moment.astimezone(conf.get_config().time_zone).strftime(TIME_FORMAT)
+
+
+def not_atomic(view: View) -> View:
+    # Under ATOMIC_REQUESTS the request's own transaction would hold the database that a
+    # restore must replace; the restore runs outside it and the service refuses otherwise.
+    for alias in connections:
+        view = transaction.non_atomic_requests(using=alias)(view)
+    return view
+
+
 @admin.register(Backup)
 class BackupAdmin(ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Backup | None = None) -> bool:
@@ -81,7 +95,11 @@ class BackupAdmin(ModelAdmin):
             path("<str:name>/verify/", wrap(self.verify_view), name=f"{info}_verify"),
             path("<str:name>/download/", wrap(self.download_view), name=f"{info}_download"),
             path("<str:name>/delete/", wrap(self.delete_backup_view), name=f"{info}_delete"),
-            path("<str:name>/restore/", wrap(self.restore_view), name=f"{info}_restore"),
+            path(
+                "<str:name>/restore/",
+                not_atomic(wrap(self.restore_view)),
+                name=f"{info}_restore",
+            ),
         ]
 
     # The listing -----------------------------------------------------------------------
@@ -129,13 +147,13 @@ class BackupAdmin(ModelAdmin):
         elif timezone.now() - last > STALE_AFTER:
             found.append(
                 _("The last backup was made on %(when)s, more than a day ago.")
-                % {"when": last.strftime(TIME_FORMAT)}
+                % {"when": local_time(last)}
             )
         failure = services.last_failure()
         if failure is not None:
             found.append(
                 _("The last backup attempt, on %(when)s, failed: %(reason)s")
-                % {"when": failure.at.strftime(TIME_FORMAT), "reason": failure.reason}
+                % {"when": local_time(failure.at), "reason": failure.reason}
             )
         return found
 
@@ -152,7 +170,7 @@ class BackupAdmin(ModelAdmin):
         if failure is not None:
             warnings.append(
                 _("The last off-site copy, on %(when)s, failed: %(reason)s")
-                % {"when": failure[0].strftime(TIME_FORMAT), "reason": failure[1]}
+                % {"when": local_time(failure[0]), "reason": failure[1]}
             )
         return copied
 

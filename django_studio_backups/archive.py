@@ -138,7 +138,8 @@ def list_backup_files(directory: Path) -> list[BackupFile]:
     found: list[BackupFile] = []
     try:
         entries = list(os.scandir(directory))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
+        # Nothing backed up yet, or a misplaced file that backing up reports.
         return []
     for entry in entries:
         if not is_backup_name(entry.name):
@@ -173,10 +174,18 @@ def temporary_path(directory: Path, suffix: str = ".db") -> Path:
 
 
 def remove_temporary_files(directory: Path) -> list[Path]:
-    """Delete what interrupted runs left; only call it while holding the backup lock."""
+    """Delete what interrupted runs left (temporary files, manifests whose backup is gone);
+    only call it while holding the backup lock."""
     removed = []
     for entry in os.scandir(directory):
-        if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+        if not entry.is_file(follow_symlinks=False):
+            continue
+        orphan = entry.name.endswith(MANIFEST_SUFFIX) and is_backup_name(
+            entry.name.removesuffix(MANIFEST_SUFFIX)
+        )
+        if entry.name.startswith(TEMP_PREFIX) or (
+            orphan and not os.path.lexists(entry.path.removesuffix(MANIFEST_SUFFIX))
+        ):
             os.unlink(entry.path)
             removed.append(Path(entry.path))
     return removed
@@ -185,22 +194,17 @@ def remove_temporary_files(directory: Path) -> list[Path]:
 def publish(temporary: Path, directory: Path, stamp: str, manifest: dict[str, Any]) -> Path:
     """Give a checked temporary copy its ``backup_<stamp>.db`` name, never overwriting.
 
-    The manifest goes beside it. Only the final link makes the backup visible, so a crash at
-    any point leaves either nothing listed or a complete, checked backup.
+    The caller holds the backup lock. The manifest takes its place first and the backup's
+    own link comes last: a crash at any point leaves either nothing listed or a complete,
+    checked backup with its manifest (a manifest left alone is removed by the next run).
     """
     manifest_temporary = temporary.with_name(temporary.name + MANIFEST_SUFFIX)
     write_private_json(manifest_temporary, manifest)
     sequence = _highest_sequence(directory, stamp) + 1
-    while True:
-        name = f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db"
-        final = directory / name
-        try:
-            # link() fails if the name exists, where rename() would replace it.
-            os.link(temporary, final)
-            break
-        except FileExistsError:  # pragma: no cover - only a publisher not holding the lock
-            sequence += 1
+    final = directory / (f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db")
     os.replace(manifest_temporary, manifest_path_for(final))
+    # link() fails if the name exists, where rename() would replace it.
+    os.link(temporary, final)
     os.unlink(temporary)
     engine.fsync_directory(directory)
     return final

@@ -15,7 +15,6 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from . import conf, services, signals
-from .archive import BackupFile
 from .exceptions import BackupError
 
 logger = logging.getLogger("django_studio_backups")
@@ -33,15 +32,15 @@ def daily_backup() -> Path | None:
     except ImproperlyConfigured as exc:
         # Without usable settings there is no state file to record the failure in.
         logger.error("The daily backup cannot run: %s", exc)
-        signals.backup_failed.send(
-            sender=BackupFile,
+        signals.send(
+            signals.backup_failed,
             kind="daily",
             reason=str(exc),
             using=conf.user_settings()["DATABASE"],
         )
         return None
     except Exception as exc:
-        # A bug, or a project's signal receiver that failed: still a failed daily backup.
+        # A bug: still a failed daily backup, and one that must be seen.
         logger.exception("The daily backup failed unexpectedly")
         services.record_failure(f"The daily backup failed unexpectedly: {exc!r}", kind="daily")
         return None

@@ -29,6 +29,7 @@ Progress = Callable[[int, int], None]
 FLUSH_CHUNK = 32 * 1024 * 1024
 POLL_INTERVAL = 0.05
 HASH_BLOCK = 1024 * 1024
+CHECKPOINT_WAIT_MS = 200
 # SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
@@ -74,6 +75,12 @@ def read_header(path: Path) -> bytes:
     if len(header) < 100 or not header.startswith(SQLITE_HEADER):
         raise NotADatabase(f"{path} is not a SQLite database")
     return header
+
+
+def page_size(header: bytes) -> int:
+    # Bytes 16-17, big-endian; the value 1 stands for 65,536.
+    size = int.from_bytes(header[16:18], "big")
+    return 65536 if size == 1 else size
 
 
 def fsync_directory(directory: Path) -> None:
@@ -292,6 +299,9 @@ def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
     # Move the restored pages from the WAL into the database file now, rather than leaving
     # a WAL as large as the database for the next writer to pay for.
     try:
+        # TRUNCATE waits for readers while holding the write lock: wait only briefly, so
+        # the site's writers are not kept out for the whole LOCK_TIMEOUT.
+        connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     except sqlite3.Error as exc:
         # The restore is committed (and synced) in the -wal, and every reader sees it there:

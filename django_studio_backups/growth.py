@@ -92,6 +92,6 @@ def warn_on_growth(sender: object, *, backup: BackupFile, using: str, **kwargs: 
     if found is None or found.backup.path != backup.path:
         return
     logger.warning("%s %s", describe(found), HINT)
-    signals.backup_growth.send(
-        sender=BackupFile, backup=backup, median=found.median, growth=found.ratio, using=using
+    signals.send(
+        signals.backup_growth, backup=backup, median=found.median, growth=found.ratio, using=using
     )

@@ -193,33 +193,38 @@ def restore(
 ) -> RestoreReport:
     """Restore a listed backup onto the live database, after a safety backup of it.
 
-    Raises ``RestoreFailed`` with the live database as it was.
+    Raises ``RestoreFailed`` with the live database as it was, and every backup kept.
     """
     config = get_config(using)
     try:
+        if connections[config.alias].in_atomic_block:
+            # The caller's own transaction would hold the lock the restore needs, or see the
+            # old data afterwards. (Admin views that restore are not atomic for this reason.)
+            raise RestoreFailed("A restore cannot run inside a transaction (atomic()).")
         with _exclusive(config, RestoreFailed):
             backup = _find(config, name_or_path)
-            _validate(backup)
+            _validate(config, backup)
+            missing, unknown = migration_difference(backup)
             safety = None
-            if config.database_path.exists():
+            if _has_data(config.database_path):
                 try:
-                    safety = _back_up(config, "safety", None, protected={backup.path})
+                    # Pruned only once the restore has worked: a restore that fails must not
+                    # cost the oldest real backup its place.
+                    safety = _back_up(config, "safety", None, prune=False)
                 except BackupFailed as exc:
                     raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
             _restore_file(config, backup, safety, progress)
+            _prune(config, protected={backup.path, *([safety.path] if safety else [])})
     except RestoreFailed as exc:
         logger.error("Restore into %s failed: %s", config.database_path, exc)
         raise
-    missing, unknown = migration_difference(backup)
     logger.info(
         "Restored %s from %s (safety backup: %s)",
         config.database_path,
         backup.name,
         safety.name if safety else "none, there was no database",
     )
-    signals.backup_restored.send(
-        sender=BackupFile, backup=backup, safety_backup=safety, using=config.alias
-    )
+    signals.send(signals.backup_restored, backup=backup, safety_backup=safety, using=config.alias)
     if safety is not None:
         offsite.copy_new_backup(safety, config)
     return RestoreReport(backup, safety, missing, unknown)
@@ -312,26 +317,26 @@ def migration_difference(
 @contextlib.contextmanager
 def _exclusive(config: Config, error: type[BackupError]) -> Iterator[None]:
     """Hold the backup folder's lock; also clears what interrupted runs left there."""
-    try:
-        archive.ensure_directory(config.directory)
-        lock = locking.exclusive(config.directory / locking.LOCK_NAME, config.lock_timeout)
-        lock.__enter__()
-    except (OSError, locking.LockTimeout) as exc:
-        raise error(f"Cannot use the backup folder {config.directory}: {exc}") from exc
-    try:
-        for leftover in archive.remove_temporary_files(config.directory):
-            logger.info("Removed %s, left by an interrupted backup", leftover.name)
+    with contextlib.ExitStack() as stack:
+        try:
+            archive.ensure_directory(config.directory)
+            stack.enter_context(
+                locking.exclusive(config.directory / locking.LOCK_NAME, config.lock_timeout)
+            )
+            for leftover in archive.remove_temporary_files(config.directory):
+                logger.info("Removed %s, left by an interrupted run", leftover.name)
+        except (OSError, locking.LockTimeout) as exc:
+            raise error(f"Cannot use the backup folder {config.directory}: {exc}") from exc
         yield
-    finally:
-        lock.__exit__(None, None, None)
 
 
 def _back_up(
     config: Config,
     kind: str,
     progress: engine.Progress | None,
-    protected: Collection[Path] = (),
     note: Mapping[str, Any] | None = None,
+    *,
+    prune: bool = True,
 ) -> BackupFile:
     """Copy, check and publish one backup; the caller holds the lock."""
     started = timezone.now().astimezone(config.time_zone)
@@ -355,9 +360,10 @@ def _back_up(
         remove=(state.LAST_FAILURE_AT, state.LAST_FAILURE_REASON),
         **{state.LAST_BACKUP_AT: state.isoformat(started)},
     )
-    _prune(config, protected={path, *protected})
+    if prune:
+        _prune(config, protected={path})
     logger.info("Backed up %s to %s (%d bytes)", config.database_path, path, backup.size)
-    signals.backup_created.send(sender=BackupFile, backup=backup, using=config.alias)
+    signals.send(signals.backup_created, backup=backup, using=config.alias)
     return backup
 
 
@@ -422,7 +428,7 @@ def _record_failure(config: Config, kind: str, reason: str) -> None:
             state.LAST_FAILURE_REASON: reason,
         },
     )
-    signals.backup_failed.send(sender=BackupFile, kind=kind, reason=reason, using=config.alias)
+    signals.send(signals.backup_failed, kind=kind, reason=reason, using=config.alias)
 
 
 def _last_backup_at(config: Config) -> datetime | None:
@@ -460,8 +466,11 @@ def _find(config: Config, name_or_path: Path | str) -> BackupFile:
     raise BackupNotFound(f"There is no backup called {given.name!r} in {config.directory}")
 
 
-def _validate(backup: BackupFile) -> None:
+def _validate(config: Config, backup: BackupFile) -> None:
     try:
+        if backup.manifest_path.exists() and backup.sha256 is None:
+            # Without its checksum a changed file could pass for the backup that was made.
+            raise engine.CheckFailed("its manifest is damaged, so its SHA-256 is unknown")
         if backup.sha256 is not None and engine.sha256_of(backup.path) != backup.sha256:
             raise engine.CheckFailed(
                 "it does not match the SHA-256 in its manifest, so it changed after it was made"
@@ -469,6 +478,15 @@ def _validate(backup: BackupFile) -> None:
         engine.check(backup.path, full=True)
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
+        if _has_data(config.database_path):
+            live = engine.read_header(config.database_path)
+            restored = engine.read_header(backup.path)
+            # SQLite cannot change the page size of a database in WAL mode.
+            if live[18] == 2 and engine.page_size(live) != engine.page_size(restored):
+                raise engine.CheckFailed(
+                    f"its page size ({engine.page_size(restored)} bytes) differs from the live "
+                    f"database's ({engine.page_size(live)} bytes), which is in WAL mode"
+                )
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
 
@@ -488,8 +506,11 @@ def _restore_file(
         if safety is not None:
             _put_back(config, safety)
         raise RestoreFailed(str(exc)) from exc
-    except engine.EngineError as exc:
-        raise RestoreFailed(str(exc)) from exc
+    except (engine.EngineError, sqlite3.Error, OSError) as exc:
+        # The live database is as it was, so the safety backup is a second copy of it.
+        if safety is not None:
+            archive.delete_backup(safety)
+        raise RestoreFailed(f"{backup.name} was not restored: {exc}") from exc
     finally:
         # Django's connections may hold pages of the old database in their caches;
         # the next query opens a fresh connection and sees the restored data.
@@ -509,8 +530,13 @@ def _put_back(config: Config, safety: BackupFile) -> None:
         )
 
 
+def _has_data(path: Path) -> bool:
+    # Django creates an empty file on first connection: nothing to keep in a safety backup.
+    try:
+        return path.stat().st_size > 0
+    except FileNotFoundError:
+        return False
+
+
 def _close_connections(alias: str) -> None:
-    connection = connections[alias]
-    # Closing a connection inside atomic() would break the caller's transaction.
-    if not connection.in_atomic_block:
-        connection.close()
+    connections[alias].close()

@@ -158,7 +158,8 @@ def assert_done(view: str, db: StudioDB, name: str, before: State, r: Response) 
         assert before.clients == ("Ana", "Beto", "Carla")
 
 
-@pytest.mark.django_db(databases=["default", "studio"])
+# Transactional: a restore refuses to run inside the transaction a plain django_db test opens.
+@pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 @pytest.mark.parametrize(("view", "method"), list(TABLE))
 def test_access(studio_db: StudioDB, view: str, method: str) -> None:
     name = fresh_state(studio_db)

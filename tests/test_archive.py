@@ -53,6 +53,8 @@ def test_listing_skips_what_is_not_a_backup_file(tmp_path: Path) -> None:
     (tmp_path / "backup_20260304_153047.db").symlink_to(tmp_path / "backup_20260304_153046.db")
     assert [b.name for b in archive.list_backup_files(tmp_path)] == ["backup_20260304_153046.db"]
     assert archive.list_backup_files(tmp_path / "missing") == []
+    (tmp_path / "a-file").write_text("")
+    assert archive.list_backup_files(tmp_path / "a-file") == []
 
 
 def test_a_backup_deleted_while_listing_is_left_out(
@@ -119,3 +121,17 @@ def test_retention_counts_protected_files_towards_the_limit(tmp_path: Path) -> N
     doomed = retention.expired(listed, 2, protected={paths[0]})
     assert [b.path for b in doomed] == [paths[3], paths[2], paths[1]]
     assert retention.expired(listed, 10) == []
+
+
+def test_a_manifest_whose_backup_is_gone_is_cleared(tmp_path: Path) -> None:
+    kept = backup_file(tmp_path, "backup_20260304_153045.db", {"kind": "daily"})
+    orphan = archive.manifest_path_for(tmp_path / "backup_20260304_153046.db")
+    orphan.write_text("{}")
+    foreign = tmp_path / "notes.db.json"
+    foreign.write_text("{}")
+    assert archive.remove_temporary_files(tmp_path) == [orphan]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        kept.name,
+        kept.name + ".json",
+        "notes.db.json",
+    ]

@@ -200,3 +200,18 @@ def test_restore_backup_onto_a_lost_database(studio_db: StudioDB) -> None:
     out = call("restore_backup", backup.name, "--no-input")
     assert out == f"Restored {backup.name}.\n"
     assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_progress_is_redrawn_only_when_the_percentage_changes() -> None:
+    from django.core.management.base import OutputWrapper
+
+    from django_studio_backups.management.base import terminal_progress
+
+    out = Terminal()
+    show = terminal_progress(OutputWrapper(out))
+    assert show is not None
+    for done in (0, 1, 2, 50, 100):
+        show(done, 200)
+    show(0, 0)
+    assert out.getvalue() == "\r  0%\r  1%\r 25%\r 50%\r100%"
+    assert terminal_progress(OutputWrapper(io.StringIO())) is None

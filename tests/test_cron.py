@@ -351,7 +351,7 @@ def test_daily_backup_that_fails_is_logged_recorded_and_signalled(
     assert ("django_studio_backups", logging.ERROR, failure.reason) in caplog.record_tuples
 
 
-def test_daily_backup_records_unexpected_errors(
+def test_a_failing_receiver_does_not_fail_the_daily_backup(
     studio_db: StudioDB, failures: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
     def mail_the_owner(sender: object, **kwargs: Any) -> None:
@@ -359,17 +359,32 @@ def test_daily_backup_records_unexpected_errors(
 
     signals.backup_created.connect(mail_the_owner, dispatch_uid="test_cron.mail")
     try:
-        assert cron.daily_backup() is None
+        path = cron.daily_backup()
     finally:
         signals.backup_created.disconnect(dispatch_uid="test_cron.mail")
+    assert path is not None
+    assert [b.path for b in services.backups()] == [path]
+    assert state.LAST_FAILURE_REASON not in state.read(studio_db.state_file)
+    assert failures == []
+    logged = [r for r in caplog.records if r.message.startswith("A receiver")]
+    assert logged
+    assert all(r.exc_info is not None for r in logged)
 
-    reason = (
-        "The daily backup failed unexpectedly: ConnectionRefusedError('the mail server is down')"
-    )
+
+def test_daily_backup_records_unexpected_errors(
+    studio_db: StudioDB,
+    failures: list[dict[str, Any]],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(**kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services, "backup_if_needed", broken)
+    assert cron.daily_backup() is None
+    reason = "The daily backup failed unexpectedly: RuntimeError('a bug')"
     assert state.read(studio_db.state_file)[state.LAST_FAILURE_REASON] == reason
     assert [f["reason"] for f in failures] == [reason]
-    # The backup itself was made before the receiver failed, and it stays.
-    assert len(services.backups()) == 1
     [logged] = [r for r in caplog.records if r.message == "The daily backup failed unexpectedly"]
     assert logged.exc_info is not None  # with its traceback
 

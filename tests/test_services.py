@@ -568,6 +568,8 @@ def test_restore_page_size_mismatch_is_refused(studio_db: StudioDB) -> None:
     with pytest.raises(RestoreFailed, match="page size"):
         services.restore(odd.name)
     assert studio_db.clients() == before
+    # Refused before the safety backup: nothing new in the folder.
+    assert [b.name for b in services.backups()] == [odd.name]
 
 
 def test_migration_difference(studio_db: StudioDB) -> None:
@@ -712,3 +714,74 @@ def test_a_path_through_a_symlink_loop_is_refused(studio_db: StudioDB) -> None:
     loop.symlink_to(loop)
     with pytest.raises(BackupNotFound, match="not in the backup folder"):
         services.find_backup(str(loop / "x" / backup.name))
+
+
+def test_a_failed_restore_costs_no_backup(studio_db: StudioDB, settings: SettingsWrapper) -> None:
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 2, "LOCK_TIMEOUT": 0.5}
+    with studio_db.connect() as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    connection.close()
+    first = services.backup_now()
+    second = services.backup_now()
+    studio_db.add_clients("Carla")
+    writer = studio_db.connect()
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO studio_client (name) VALUES ('Dora')")
+    try:
+        # The safety backup can read past the writer; the restore cannot get the database.
+        with pytest.raises(RestoreFailed, match="was not restored"):
+            services.restore(first.name)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+    assert [b.name for b in services.backups()] == [second.name, first.name]
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+
+
+def test_no_restore_inside_a_transaction(studio_db: StudioDB, django_db_blocker: Any) -> None:
+    from django.db import transaction
+
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    with (
+        django_db_blocker.unblock(),
+        transaction.atomic(using="studio"),
+        pytest.raises(RestoreFailed, match="inside a transaction"),
+    ):
+        services.restore(backup.name)
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert [b.name for b in services.backups()] == [backup.name]
+
+
+def test_restore_over_an_empty_database_file(studio_db: StudioDB) -> None:
+    backup = services.backup_now()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{studio_db.path}{suffix}").unlink(missing_ok=True)
+    studio_db.path.write_bytes(b"")
+    report = services.restore(backup.name)
+    assert report.safety_backup is None
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_a_damaged_manifest_blocks_the_restore(studio_db: StudioDB) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    backup.manifest_path.write_text('{"kind": "manual", "sha256": ')
+    with pytest.raises(RestoreFailed, match="manifest is damaged"):
+        services.restore(backup.name)
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+
+
+def test_a_failing_receiver_changes_no_outcome(
+    studio_db: StudioDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    def mail_the_owner(sender: object, **kwargs: Any) -> None:
+        raise ConnectionRefusedError("the mail server is down")
+
+    signals.backup_created.connect(mail_the_owner, dispatch_uid="test_services.mail")
+    try:
+        path = services.create_backup_now()
+    finally:
+        signals.backup_created.disconnect(dispatch_uid="test_services.mail")
+    assert path is not None
+    assert "A receiver of a django_studio_backups signal failed" in caplog.text

@@ -78,6 +78,8 @@ def folder_extras(directory: Path) -> list[str]:
 
 def assert_every_backup_is_sound() -> None:
     for backup in services.backups():
+        # Published with its manifest, and still matching it.
+        assert backup.sha256 is not None, f"{backup.name} has no manifest"
         assert services.verify(backup) == [], backup.name
         # The writer commits rows in pairs: a consistent snapshot holds an even number.
         ((count,),) = engine.read_rows(backup.path, "SELECT count(*) FROM pair")

@@ -9,6 +9,8 @@ from ..base import add_database_argument, command_errors
 
 
 class Command(BaseCommand):
+    # Mistakes in the settings surface as a one-line CommandError when the command runs.
+    requires_system_checks = ()
     help = (
         "Upload the backups that have no off-site copy yet (after an outage, or after setting "
         "STUDIO_BACKUPS['OFFSITE']), then apply off-site retention."
