@@ -200,17 +200,20 @@ def get_config(using: str | None = None) -> Config:
     alias = using or options["DATABASE"]
     database_path = _database_path(alias)
     zone = zoneinfo.ZoneInfo(options["TIME_ZONE"] or settings.TIME_ZONE or "UTC")
-    own = alias == options["DATABASE"]
-    state_file = options["STATE_FILE"] if own else None
+    directory = _directory(options, alias, database_path)
+    if alias != options["DATABASE"]:
+        state_file = directory / "settings.json"
+    elif options["STATE_FILE"]:
+        state_file = Path(options["STATE_FILE"]).absolute()
+    else:
+        state_file = database_path.parent / "settings.json"
     return Config(
         alias=alias,
         database_path=database_path,
-        directory=_directory(options, alias, database_path),
+        directory=directory,
         max_backups=options["MAX_BACKUPS"],
         time_zone=zone,
-        state_file=Path(state_file).absolute()
-        if state_file
-        else database_path.parent / "settings.json",
+        state_file=state_file,
         lock_timeout=float(options["LOCK_TIMEOUT"]),
         # A bad value is reported by E031; until it is fixed, warn at the default.
         growth_warning=float(
@@ -235,9 +238,12 @@ def _database_path(alias: str) -> Path:
 
 
 def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path:
-    # DIRECTORY belongs to the configured database; another alias keeps its backups beside
-    # its own file, so two databases never share (and prune) one folder.
-    if options["DIRECTORY"] and alias == options["DATABASE"]:
+    # DIRECTORY and STATE_FILE belong to the configured database. Another alias keeps its
+    # backups and state in a folder named after it, so two databases in one folder never
+    # share (prune, or restore from) one another's backups.
+    if alias != options["DATABASE"]:
+        return database_path.parent / "backups" / alias
+    if options["DIRECTORY"]:
         return Path(options["DIRECTORY"]).absolute()
     return database_path.parent / "backups"
 

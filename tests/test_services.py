@@ -637,7 +637,9 @@ def test_another_alias_keeps_its_backups_beside_its_own_file(
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(studio_db.backups)}
     path = services.create_backup_now(using="default")
     assert path is not None
-    assert path.parent == Path(connections["default"].settings_dict["NAME"]).parent / "backups"
+    default_folder = Path(connections["default"].settings_dict["NAME"]).parent
+    assert path.parent == default_folder / "backups" / "default"
+    assert (path.parent / "settings.json").exists()
     assert services.list_backups(using="default")[0]["path"] == path
     assert services.get_last_backup_display(using="default") != "—"
     assert names(studio_db) == []
