@@ -251,6 +251,8 @@ def replace_json(path: Path, data: dict[str, Any], *, mode: int = PRIVATE_FILE) 
 
 
 def delete_backup(backup: BackupFile) -> None:
-    backup.manifest_path.unlink(missing_ok=True)
+    # The backup goes first: a listed backup always has its manifest, and a manifest left
+    # alone by an interrupted run is cleared by the next one.
     backup.path.unlink(missing_ok=True)
     _manifest_cache.pop(backup.manifest_path, None)
+    backup.manifest_path.unlink(missing_ok=True)

@@ -289,10 +289,7 @@ def delete_backup(name_or_path: Path | str, *, using: str | None = None) -> Back
     # Under the lock, so that a restore or a backup never reads a half-deleted folder.
     with _exclusive(config, DeleteFailed):
         backup = _find(config, name_or_path)
-        try:
-            archive.delete_backup(backup)
-        except OSError as exc:
-            raise DeleteFailed(f"Could not delete {backup.name}: {exc}") from exc
+        _delete(backup, DeleteFailed)
     logger.info("Deleted the backup %s", backup.name)
     return backup
 
@@ -412,11 +409,21 @@ def _prune(config: Config, protected: Collection[Path]) -> None:
     listed = archive.list_backup_files(config.directory)
     for backup in retention.expired(listed, config.max_backups, protected):
         try:
-            archive.delete_backup(backup)
-        except OSError as exc:
-            logger.error("Could not delete the old backup %s: %s", backup.path, exc)
+            _delete(backup, BackupFailed)
+        except BackupFailed as exc:
+            logger.error("Could not delete the old backup: %s", exc)
         else:
             logger.info("Deleted the old backup %s", backup.name)
+
+
+def _delete(backup: BackupFile, error: type[BackupError]) -> None:
+    try:
+        archive.delete_backup(backup)
+    except OSError as exc:
+        if backup.path.exists():
+            raise error(f"Could not delete {backup.name}: {exc}") from exc
+        # The backup is gone; what stands where its manifest was is only clutter.
+        logger.warning("Deleted %s, but not its manifest: %s", backup.name, exc)
 
 
 def _record_failure(config: Config, kind: str, reason: str) -> None:
@@ -509,7 +516,10 @@ def _restore_file(
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         # The live database is as it was, so the safety backup is a second copy of it.
         if safety is not None:
-            archive.delete_backup(safety)
+            try:
+                archive.delete_backup(safety)
+            except OSError as cleanup:  # pragma: no cover - a file just written, undeletable
+                logger.error("Could not delete the unneeded %s: %s", safety.name, cleanup)
         raise RestoreFailed(f"{backup.name} was not restored: {exc}") from exc
     finally:
         # Django's connections may hold pages of the old database in their caches;

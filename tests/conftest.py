@@ -150,3 +150,14 @@ def fill_database(path: Path, megabytes: int, *, journal_mode: str = "wal") -> N
 def age_key(tmp_path_factory: pytest.TempPathFactory) -> AgeKey:
     """A key pair made by the age-keygen tool, for off-site copies."""
     return make_age_key(tmp_path_factory.mktemp("age"))
+
+
+@contextlib.contextmanager
+def undeletable(path: Path) -> Iterator[Path]:
+    """``path`` made immutable (chattr +i): not even root can delete it, as on a failing disk."""
+    _need_root("chattr +i")
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -31,7 +31,7 @@ from django_studio_backups import locking, services
 from django_studio_backups.engine import sha256_of
 from django_studio_backups.models import Backup
 from django_studio_backups.size_chart import size_chart
-from tests.conftest import StudioDB
+from tests.conftest import StudioDB, undeletable
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -539,11 +539,9 @@ def test_delete(studio_db: StudioDB, admin_client: Client) -> None:
 
 def test_a_failed_delete_is_reported(studio_db: StudioDB, admin_client: Client) -> None:
     backup = services.backup_now()
-    # A directory where the manifest should be: unlink() fails, as on a damaged disk.
-    backup.manifest_path.unlink()
-    backup.manifest_path.mkdir()
-    (backup.manifest_path / "keep").write_text("x")
-    response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
+    # Immutable, as a file on a failing disk: unlink() fails, even for root.
+    with undeletable(backup.path):
+        response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
     [message] = texts(response)
     assert message.startswith(f"The backup was not deleted: Could not delete {backup.name}: ")
     assert backup.path.exists()

@@ -5,7 +5,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import locking, services
 from django_studio_backups.exceptions import BackupNotFound, DeleteFailed
-from tests.conftest import StudioDB
+from tests.conftest import StudioDB, undeletable
 
 
 def test_delete_removes_the_backup_and_its_manifest(studio_db: StudioDB) -> None:
@@ -41,12 +41,23 @@ def test_delete_refuses_a_symlink_out_of_the_folder(studio_db: StudioDB) -> None
 
 def test_a_file_that_cannot_be_removed(studio_db: StudioDB) -> None:
     backup = services.backup_now()
+    with undeletable(backup.path):
+        with pytest.raises(DeleteFailed, match=f"Could not delete {backup.name}: "):
+            services.delete_backup(backup.name)
+        assert [b.name for b in services.backups()] == [backup.name]
+        assert services.backups()[0].verified
+
+
+def test_a_manifest_that_cannot_be_removed(
+    studio_db: StudioDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    backup = services.backup_now()
     backup.manifest_path.unlink()
     backup.manifest_path.mkdir()
     (backup.manifest_path / "x").write_text("x")
-    with pytest.raises(DeleteFailed, match=f"Could not delete {backup.name}: "):
-        services.delete_backup(backup.name)
-    assert backup.path.exists()
+    services.delete_backup(backup.name)
+    assert services.backups() == []
+    assert f"Deleted {backup.name}, but not its manifest" in caplog.text
 
 
 def test_delete_waits_for_the_folder_lock(studio_db: StudioDB, settings: SettingsWrapper) -> None:

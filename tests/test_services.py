@@ -17,7 +17,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import archive, engine, locking, services, signals, state
 from django_studio_backups.exceptions import BackupFailed, BackupNotFound, RestoreFailed
-from tests.conftest import StudioDB, fill_database, mounted_tmpfs
+from tests.conftest import StudioDB, fill_database, mounted_tmpfs, undeletable
 
 HERMOSILLO = ZoneInfo("America/Hermosillo")
 
@@ -701,13 +701,10 @@ def test_an_old_backup_that_cannot_be_deleted_is_reported(
 ) -> None:
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 1}
     old = services.backup_now()
-    # Something put a folder where the old backup's manifest belongs.
-    old.manifest_path.unlink()
-    old.manifest_path.mkdir()
-    (old.manifest_path / "keep").write_text("")
-    new = services.backup_now()
-    assert {b.name for b in services.backups()} == {old.name, new.name}
-    assert f"Could not delete the old backup {old.path}" in caplog.text
+    with undeletable(old.path):
+        new = services.backup_now()
+        assert [b.name for b in services.backups()] == [new.name, old.name]
+    assert f"Could not delete the old backup: Could not delete {old.name}" in caplog.text
 
 
 def test_a_path_through_a_symlink_loop_is_refused(studio_db: StudioDB) -> None:
