@@ -784,3 +784,18 @@ def test_a_failing_receiver_changes_no_outcome(
         signals.backup_created.disconnect(dispatch_uid="test_services.mail")
     assert path is not None
     assert "A receiver of a django_studio_backups signal failed" in caplog.text
+
+
+def test_restore_onto_a_lost_database_in_a_read_only_folder(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.conf import settings as django_settings
+
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(studio_db.backups)}
+    backup = services.backup_now()
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as readonly:
+        monkeypatch.setitem(django_settings.DATABASES["studio"], "NAME", readonly / "studio.db")
+        with pytest.raises(RestoreFailed, match="was not restored"):
+            services.restore(backup.name)
+        assert list(readonly.iterdir()) == []
+    assert [b.name for b in services.backups()] == [backup.name]
