@@ -144,7 +144,9 @@ def unrestorable_files(scratch: Path) -> st.SearchStrategy[tuple[str, bytes]]:
                 sqlite_file(scratch / "odd.db", [DJANGO_TABLE], page_size=size),
             )
         ),
-        st.lists(st.tuples(identifier, identifier), min_size=1, max_size=4, unique=True).map(
+        st.lists(
+            st.tuples(identifier, identifier), min_size=1, max_size=4, unique_by=lambda t: t[0]
+        ).map(
             lambda tables: (
                 "another application's database",
                 sqlite_file(

@@ -19,11 +19,11 @@ KILLS = int(os.environ.get("STUDIO_TEST_KILLS", "6"))
 
 def start_service(
     db: StudioDB, function: str, argument: str | None = None
-) -> subprocess.Popen[str]:
+) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "tests.processes", "service", function]
     if argument is not None:
         args.append(argument)
-    return subprocess.Popen(args, cwd=REPO, env=command_env(db), stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, cwd=REPO, env=command_env(db), stdout=subprocess.DEVNULL)
 
 
 def timed(db: StudioDB, function: str, argument: str | None = None) -> float:
