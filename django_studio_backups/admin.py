@@ -202,11 +202,9 @@ class BackupAdmin(ModelAdmin):
         return require_POST(self._verify)(request, name)
 
     def _verify(self, request: HttpRequest, name: str) -> HttpResponse:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
-        found = self._find(name)
-        if found is None:
-            return self._not_found(request, name)
+        found = self._find(request, name, allowed=self.has_view_permission(request))
+        if isinstance(found, HttpResponseBase):
+            return found
         backup, _row = found
         problems = services.verify(backup, full=True)
         if problems:
@@ -228,22 +226,18 @@ class BackupAdmin(ModelAdmin):
         return self._to_changelist()
 
     def download_view(self, request: HttpRequest, name: str) -> HttpResponseBase:
-        if not self.has_download_permission(request):
-            raise PermissionDenied
-        found = self._find(name)
-        if found is None:
-            return self._not_found(request, name)
+        found = self._find(request, name, allowed=self.has_download_permission(request))
+        if isinstance(found, HttpResponseBase):
+            return found
         backup, _row = found
         self._log(request, backup.name, CHANGE, _("Downloaded."))
         # FileResponse sends the open file in blocks, so memory stays flat for any size.
         return FileResponse(backup.path.open("rb"), as_attachment=True, filename=backup.name)
 
     def delete_backup_view(self, request: HttpRequest, name: str) -> HttpResponse:
-        if not self.has_delete_permission(request):
-            raise PermissionDenied
-        found = self._find(name)
-        if found is None:
-            return self._not_found(request, name)
+        found = self._find(request, name, allowed=self.has_delete_permission(request))
+        if isinstance(found, HttpResponseBase):
+            return found
         backup, row = found
         if request.method != "POST" or request.POST.get("post") != "yes":
             return self._confirmation(request, "delete_confirmation.html", row, _("Delete"))
@@ -263,11 +257,9 @@ class BackupAdmin(ModelAdmin):
         return self._to_changelist()
 
     def restore_view(self, request: HttpRequest, name: str) -> HttpResponse:
-        if not self.has_restore_permission(request):
-            raise PermissionDenied
-        found = self._find(name)
-        if found is None:
-            return self._not_found(request, name)
+        found = self._find(request, name, allowed=self.has_restore_permission(request))
+        if isinstance(found, HttpResponseBase):
+            return found
         backup, row = found
         if request.method != "POST" or request.POST.get("post") != "yes":
             try:
@@ -332,16 +324,18 @@ class BackupAdmin(ModelAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self._template(template), context)
 
-    def _find(self, name: str) -> tuple[BackupFile, dict[str, Any]] | None:
-        """The listed backup called ``name``, with its ``services.list_backups()`` row."""
+    def _find(
+        self, request: HttpRequest, name: str, *, allowed: bool
+    ) -> tuple[BackupFile, dict[str, Any]] | HttpResponseRedirect:
+        """The listed backup called ``name`` with its listing row, once the view's own
+        permission is checked; back to the listing with a warning for any other name."""
+        if not allowed:
+            raise PermissionDenied
         try:
             backup = services.find_backup(name)
         except BackupNotFound:
-            return None
-        row = next((r for r in services.list_backups() if r["name"] == backup.name), None)
-        if row is None:  # pragma: no cover - deleted between two listings of the folder
-            return None
-        return backup, row
+            return self._not_found(request, name)
+        return backup, backup.as_dict(conf.get_config().time_zone)
 
     def _template(self, name: str) -> list[str]:
         app_label, model_name = self.opts.app_label, self.opts.model_name

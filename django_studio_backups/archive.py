@@ -150,17 +150,20 @@ def list_backup_files(directory: Path) -> list[BackupFile]:
             stat = entry.stat(follow_symlinks=False)
         except OSError:
             continue
-        path = Path(entry.path)
-        found.append(
-            BackupFile(
-                path=path,
-                size=stat.st_size,
-                modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
-                manifest=read_manifest(path),
-            )
-        )
+        found.append(backup_file(Path(entry.path), stat))
     found.sort(key=lambda b: (b.modified_at, _sequence(b.name)), reverse=True)
     return found
+
+
+def backup_file(path: Path, stat: os.stat_result | None = None) -> BackupFile:
+    """The backup at ``path``, which is known to exist (just published, or just listed)."""
+    stat = stat or path.stat()
+    return BackupFile(
+        path=path,
+        size=stat.st_size,
+        modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
+        manifest=read_manifest(path),
+    )
 
 
 def _sequence(name: str) -> tuple[str, int]:

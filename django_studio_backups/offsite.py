@@ -230,7 +230,7 @@ def _download(
                 logger.info("%s is already in %s; not downloading it", name, config.directory)
                 return backup
         path = _fetch(config, storage, copy, identities)
-    return next(b for b in archive.list_backup_files(config.directory) if b.path == path)
+    return archive.backup_file(path)
 
 
 def last_failure(*, using: str | None = None) -> tuple[datetime, str] | None:

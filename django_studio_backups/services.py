@@ -350,7 +350,7 @@ def _back_up(
         temporary.unlink(missing_ok=True)
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
         raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
-    backup = next(b for b in archive.list_backup_files(config.directory) if b.path == path)
+    backup = archive.backup_file(path)
     # A success ends the run of failures that the admin page and list_backups warn about.
     state.update(
         config.state_file,
