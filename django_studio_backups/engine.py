@@ -106,11 +106,20 @@ def database_size(connection: sqlite3.Connection) -> int:
 
 
 class _Watcher(threading.Thread):
-    """Reports how far a file has grown and flushes it to disk in bounded chunks."""
+    """Reports how far the files being written have grown, and flushes them to disk in
+    bounded chunks, together with the ``also_flush`` files that grow meanwhile."""
 
-    def __init__(self, paths: Sequence[Path], expected: int, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        expected: int,
+        progress: Progress | None,
+        *,
+        also_flush: Sequence[Path] = (),
+    ) -> None:
         super().__init__(name="studio-backups-watcher", daemon=True)
         self.paths = paths
+        self.also_flush = also_flush
         self.expected = expected
         self.progress = progress
         self.done = threading.Event()
@@ -118,18 +127,22 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         flushed: dict[Path, int] = {}
         while not self.done.wait(POLL_INTERVAL):
-            total = 0
-            for path in self.paths:
-                try:
-                    size = path.stat().st_size
-                    if size - flushed.get(path, 0) >= FLUSH_CHUNK:
-                        _fdatasync_path(path)
-                        flushed[path] = size
-                except FileNotFoundError:
-                    size = 0
-                total += size
+            for path in self.also_flush:
+                self._flush_in_chunks(path, flushed)
+            total = sum(self._flush_in_chunks(path, flushed) for path in self.paths)
             if self.progress is not None:
                 self.progress(min(total, self.expected), self.expected)
+
+    @staticmethod
+    def _flush_in_chunks(path: Path, flushed: dict[Path, int]) -> int:
+        try:
+            size = path.stat().st_size
+            if size - flushed.get(path, 0) >= FLUSH_CHUNK:
+                _fdatasync_path(path)
+                flushed[path] = size
+        except FileNotFoundError:
+            return 0
+        return size
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
@@ -189,9 +202,15 @@ def copy_database(
             expected = database_size(src)
             deadline = time.monotonic() + timeout
             guard = _backup_step_guard(deadline, f"Could not read {source}")
+            # While the copy holds its read lock, no checkpoint can move the writers' commits
+            # out of the source's -wal, and with synchronous=NORMAL nothing syncs them
+            # either: the first checkpoint after the copy had to sync everything written
+            # meanwhile, and a writer's commit waited 0.3-0.5 s for it (1 GiB copy, busy
+            # writer). Syncing the -wal in chunks alongside the copy brought that under 0.1 s.
+            wal = [Path(f"{source}-wal")]
             # One step: a stepped backup restarts whenever another connection writes, and
             # under constant writes it was measured never to finish.
-            with _Watcher([destination], expected, progress).running():
+            with _Watcher([destination], expected, progress, also_flush=wal).running():
                 src.backup(dst, pages=-1, progress=guard)
             # The copy carries the source's WAL flag; a backup in rollback-journal mode opens
             # anywhere, read-only too, without leaving -wal/-shm files in the backup folder.

@@ -136,13 +136,24 @@ def test_copy_reports_progress_and_flushes_in_chunks(
         real_fdatasync(path)
 
     monkeypatch.setattr(engine, "_fdatasync_path", fdatasync)
+    # Commits still in the source's -wal (no checkpoint yet) are synced alongside the copy.
+    writer = sqlite3.connect(database, isolation_level=None)
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("PRAGMA synchronous=NORMAL")
+    for _ in range(3):
+        writer.execute("INSERT INTO blob (data) VALUES (randomblob(1048576))")
     seen: list[tuple[int, int]] = []
-    engine.copy_database(database, tmp_path / "copy.db", progress=lambda d, t: seen.append((d, t)))
+    try:
+        engine.copy_database(
+            database, tmp_path / "copy.db", progress=lambda d, t: seen.append((d, t))
+        )
+    finally:
+        writer.close()
     assert seen
     assert all(done <= total for done, total in seen)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
-    assert flushed
-    assert set(flushed) == {tmp_path / "copy.db"}
+    assert set(flushed) == {tmp_path / "copy.db", tmp_path / "live.db-wal"}
+    assert count(tmp_path / "copy.db", "blob") == 48 * 16 + 3
 
 
 def flip_byte(path: Path, offset: int) -> None:
