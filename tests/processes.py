@@ -36,6 +36,57 @@ def writer(database: Path, journal_mode: str, stop: Path) -> None:
     connection.close()
 
 
+ACCOUNTS = 2000
+TOTAL_BALANCE = ACCOUNTS * 100
+
+
+def shuffler(database: Path, journal_mode: str, stop: Path) -> None:
+    """Move money between accounts all over the file until ``stop`` exists.
+
+    Every transaction rewrites two random rows (and their 2 KiB of filler), so pages
+    anywhere in the file change. In WAL mode checkpoints run every few pages, a truncating
+    checkpoint restarts the -wal now and then, and a VACUUM rewrites (and shrinks) the whole
+    file. Any consistent snapshot holds ``ACCOUNTS`` rows whose balances add up to
+    ``TOTAL_BALANCE``.
+    """
+    import random
+
+    connection = sqlite3.connect(database, timeout=5, isolation_level=None)
+    connection.execute(f"PRAGMA journal_mode={journal_mode}")
+    connection.execute("PRAGMA wal_autocheckpoint=4")
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute(
+        "CREATE TABLE account (id INTEGER PRIMARY KEY, balance INTEGER, filler BLOB)"
+    )
+    connection.executemany(
+        "INSERT INTO account (id, balance, filler) VALUES (?, 100, randomblob(2048))",
+        [(number,) for number in range(ACCOUNTS)],
+    )
+    connection.execute("COMMIT")
+    ready = stop.with_suffix(".ready")
+    ready.touch()
+    rounds = 0
+    while not stop.exists():
+        rounds += 1
+        payer, payee = random.sample(range(ACCOUNTS), 2)
+        amount = random.randint(1, 50)
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute(
+            "UPDATE account SET balance = balance - ?, filler = randomblob(?) WHERE id = ?",
+            (amount, random.randint(500, 3000), payer),
+        )
+        connection.execute(
+            "UPDATE account SET balance = balance + ?, filler = randomblob(?) WHERE id = ?",
+            (amount, random.randint(500, 3000), payee),
+        )
+        connection.execute("COMMIT")
+        if rounds % 150 == 0:
+            connection.execute("VACUUM")
+        elif rounds % 50 == 0 and journal_mode == "wal":
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    connection.close()
+
+
 def django_call(function: str, argument: str | None, cue: Path | None = None) -> None:
     import django
 
@@ -57,6 +108,8 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "writer":
         writer(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    elif command == "shuffler":
+        shuffler(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     elif command == "service":
         django_call(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     elif command == "service-on-cue":

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from django_studio_backups import engine
+from tests import processes
 from tests.conftest import REPO, fill_database
 
 
@@ -21,10 +22,12 @@ def count(path: Path, table: str = "pair") -> int:
         connection.close()
 
 
-def start_writer(database: Path, mode: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_writer(
+    database: Path, mode: str, program: str = "writer"
+) -> tuple[subprocess.Popen[bytes], Path]:
     stop = database.with_name("stop")
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.processes", "writer", str(database), mode, str(stop)],
+        [sys.executable, "-m", "tests.processes", program, str(database), mode, str(stop)],
         cwd=REPO,
     )
     deadline = time.monotonic() + 30
@@ -33,6 +36,29 @@ def start_writer(database: Path, mode: str) -> tuple[subprocess.Popen[bytes], Pa
         assert time.monotonic() < deadline, "the writer never got going"
         time.sleep(0.01)
     return process, stop
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_copy_is_consistent_while_pages_all_over_the_file_change(tmp_path: Path, mode: str) -> None:
+    # Checkpoints move pages into the file while it is copied, a truncating checkpoint
+    # restarts the -wal, and VACUUM shrinks the file: every copy must still be one moment.
+    database = tmp_path / "live.db"
+    process, stop = start_writer(database, mode, "shuffler")
+    try:
+        for attempt in range(25):
+            copy = tmp_path / f"copy{attempt}.db"
+            engine.copy_database(database, copy, timeout=10)
+            engine.check(copy, full=True)
+            assert engine.read_rows(copy, "SELECT count(*), sum(balance) FROM account") == [
+                (processes.ACCOUNTS, processes.TOTAL_BALANCE)
+            ]
+            assert sorted(
+                path.name for path in tmp_path.iterdir() if path.name.startswith(copy.name)
+            ) == [copy.name]
+            copy.unlink()
+    finally:
+        stop.touch()
+        assert process.wait(timeout=30) == 0
 
 
 @pytest.mark.parametrize("mode", ["wal", "delete"])
@@ -154,6 +180,29 @@ def test_copy_reports_progress_and_flushes_in_chunks(
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert set(flushed) == {tmp_path / "copy.db", tmp_path / "live.db-wal"}
     assert count(tmp_path / "copy.db", "blob") == 48 * 16 + 3
+
+
+def test_a_file_that_shrinks_during_its_copy_is_copied_to_its_new_end(tmp_path: Path) -> None:
+    # A checkpoint can truncate a database file in WAL mode while it is being copied.
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.write_bytes(os.urandom(10_000))
+    with open(source, "rb") as fsrc, open(destination, "wb") as fdst:
+        engine._send(fsrc.fileno(), fdst.fileno(), 25_000)
+    assert destination.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_bytes_past_the_end_of_the_database_are_not_copied(tmp_path: Path, mode: str) -> None:
+    database = tmp_path / "live.db"
+    fill_database(database, 1, journal_mode=mode)
+    size = database.stat().st_size
+    with open(database, "ab") as f:
+        f.write(os.urandom(3 * 4096))
+    copy = tmp_path / "copy.db"
+    engine.copy_database(database, copy)
+    assert copy.stat().st_size == size
+    engine.check(copy, full=True)
+    assert count(copy, "blob") == 16
 
 
 def flip_byte(path: Path, offset: int) -> None:
