@@ -29,6 +29,8 @@ Progress = Callable[[int, int], None]
 # 0.8-2.4 s, because it saturates the disk and the filesystem journal they commit through.
 FLUSH_CHUNK = 32 * 1024 * 1024
 COPY_CHUNK = 8 * 1024 * 1024
+# Pages a restore writes per backup API step (16 MiB of 4 KiB pages).
+RESTORE_STEP = 4096
 POLL_INTERVAL = 0.05
 HASH_BLOCK = 1024 * 1024
 CHECKPOINT_WAIT_MS = 200
@@ -174,6 +176,27 @@ def _backup_step_guard(deadline: float, what: str) -> Callable[[int, int, int], 
     return guard
 
 
+def _gated(
+    guard: Callable[[int, int, int], None], before_commit: Callable[[], None] | None, pages: int
+) -> Callable[[int, int, int], None]:
+    # The backup API commits in the step that copies the last page. Called after every
+    # step, this lets the step that finishes the restore begin only once before_commit
+    # returned; a restore that fits in one step waits for it before it begins.
+    waiting = before_commit
+    if waiting is not None and pages <= RESTORE_STEP:
+        waiting()
+        waiting = None
+
+    def step(status: int, remaining: int, total: int) -> None:
+        nonlocal waiting
+        guard(status, remaining, total)
+        if waiting is not None and 0 < remaining <= RESTORE_STEP:
+            waiting()
+            waiting = None
+
+    return step
+
+
 def copy_database(
     source: Path,
     destination: Path,
@@ -281,18 +304,79 @@ def _settle_copy(destination: Path, *, timeout: float) -> None:
 
 def check(path: Path, *, full: bool = False) -> None:
     """Raise ``CheckFailed`` unless SQLite's quick_check (or integrity_check) passes."""
+    _check(path, full, lambda connection: True)
+
+
+def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], bool]) -> None:
+    # share() is given the connection once it is open (False: stop there) and None before
+    # it closes, so that another thread can interrupt the check meanwhile.
     read_header(path)
     pragma = "integrity_check" if full else "quick_check"
     try:
         connection = open_snapshot_file(path)
         try:
+            if not share(connection):
+                return
             rows = [row[0] for row in connection.execute(f"PRAGMA {pragma}").fetchmany(5)]
         finally:
+            share(None)
             connection.close()
     except sqlite3.Error as exc:
         raise CheckFailed(f"{path.name} failed {pragma}: {exc}") from exc
     if rows != ["ok"]:
         raise CheckFailed(f"{path.name} failed {pragma}: {'; '.join(map(str, rows))}")
+
+
+class BackgroundCheck:
+    """``check(path, full=...)`` in a thread of its own, while the caller does other work.
+
+    Use it as a context manager: leaving the block cancels a check still running.
+    """
+
+    def __init__(self, path: Path, *, full: bool = False) -> None:
+        self.path = path
+        self.full = full
+        self._error: EngineError | None = None
+        self._lock = threading.Lock()
+        self._connection: sqlite3.Connection | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name="studio-backups-check", daemon=True)
+
+    def __enter__(self) -> BackgroundCheck:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cancel()
+
+    def _run(self) -> None:
+        try:
+            _check(self.path, self.full, self._share)
+        except EngineError as exc:
+            self._error = exc
+
+    def _share(self, connection: sqlite3.Connection | None) -> bool:
+        with self._lock:
+            self._connection = connection
+            return not self._cancelled
+
+    def failure(self) -> EngineError | None:
+        """Why the check failed, if it has ended and failed; None otherwise (no waiting)."""
+        return None if self._thread.is_alive() else self._error
+
+    def wait(self) -> None:
+        """Wait for the check to end (``failure`` then says how it went)."""
+        self._thread.join()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+        while self._thread.is_alive():
+            # Interrupting before the PRAGMA has begun would not stop it: repeat until done.
+            with self._lock:
+                if self._connection is not None:
+                    self._connection.interrupt()
+            self._thread.join(POLL_INTERVAL)
 
 
 def has_table(path: Path, table: str) -> bool:
@@ -328,6 +412,7 @@ def restore_into(
     *,
     timeout: float = 5.0,
     progress: Progress | None = None,
+    before_commit: Callable[[], None] | None = None,
 ) -> None:
     """Write ``backup`` into the live database ``live`` through SQLite's backup API.
 
@@ -335,6 +420,10 @@ def restore_into(
     the old data or the restored data, a crash midway is rolled back by SQLite's own
     recovery, and stale ``-wal`` content cannot bring old rows back. Raises ``EngineError``
     with the live database unchanged when the copy cannot be done.
+
+    ``before_commit`` is called once every page but the last batch is written; whatever
+    it raises rolls the transaction back and is raised again, with the live database
+    unchanged. It lets a check of the backup run while the backup is being written.
     """
     read_header(backup)
     src = open_snapshot_file(backup)
@@ -346,8 +435,10 @@ def restore_into(
             watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
             deadline = time.monotonic() + timeout
             guard = _backup_step_guard(deadline, f"Could not write {live}")
+            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+            step = _gated(guard, before_commit, pages)
             with _Watcher(watched, expected, progress).running():
-                src.backup(dst, pages=-1, progress=guard)
+                src.backup(dst, pages=RESTORE_STEP, progress=step)
             if wal:
                 _checkpoint_restored(dst, live)
             rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]

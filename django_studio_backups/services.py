@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -203,18 +203,35 @@ def restore(
             raise RestoreFailed("A restore cannot run inside a transaction (atomic()).")
         with _exclusive(config, RestoreFailed):
             backup = _find(config, name_or_path)
-            _validate(config, backup)
-            missing, unknown = migration_difference(backup)
-            safety = None
-            if _has_data(config.database_path):
-                try:
-                    # Pruned only once the restore has worked: a restore that fails must not
-                    # cost the oldest real backup its place.
-                    safety = _back_up(config, "safety", None, prune=False)
-                except BackupFailed as exc:
-                    raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
-            _restore_file(config, backup, safety, progress)
-            _prune(config, protected={backup.path, *([safety.path] if safety else [])})
+            # integrity_check takes five times as long as anything else a restore does before
+            # it writes (5 s per GiB): it runs alongside the other checks, the safety backup
+            # and the copy into the live database, which commits only once it has passed.
+            with engine.BackgroundCheck(backup.path, full=True) as integrity:
+                _validate(config, backup)
+                missing, unknown = migration_difference(backup)
+                safety = None
+                if _has_data(config.database_path):
+                    try:
+                        safety = _publish_backup(config, "safety", None)
+                    except BackupFailed as exc:
+                        raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
+
+                def passed() -> None:
+                    integrity.wait()
+                    failure = integrity.failure()
+                    if failure is not None:
+                        raise RestoreFailed(
+                            f"{backup.name} cannot be restored: {failure}"
+                        ) from failure
+
+                _restore_file(config, backup, safety, progress, before_commit=passed)
+            # Recorded (and pruned) only once the restore has worked: a restore that fails
+            # leaves no safety backup, costs the oldest real backup nothing, and does not
+            # count as the day's backup.
+            if safety is not None:
+                _record_backup(config, safety, protected={backup.path})
+            else:
+                _prune(config, protected={backup.path})
     except RestoreFailed as exc:
         logger.error("Restore into %s failed: %s", config.database_path, exc)
         raise
@@ -332,8 +349,18 @@ def _back_up(
     kind: str,
     progress: engine.Progress | None,
     note: Mapping[str, Any] | None = None,
-    *,
-    prune: bool = True,
+) -> BackupFile:
+    """Copy, check, publish and record one backup; the caller holds the lock."""
+    backup = _publish_backup(config, kind, progress, note)
+    _record_backup(config, backup)
+    return backup
+
+
+def _publish_backup(
+    config: Config,
+    kind: str,
+    progress: engine.Progress | None,
+    note: Mapping[str, Any] | None = None,
 ) -> BackupFile:
     """Copy, check and publish one backup; the caller holds the lock."""
     started = timezone.now().astimezone(config.time_zone)
@@ -350,18 +377,20 @@ def _back_up(
         temporary.unlink(missing_ok=True)
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
         raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
-    backup = archive.backup_file(path)
+    return archive.backup_file(path)
+
+
+def _record_backup(config: Config, backup: BackupFile, protected: Collection[Path] = ()) -> None:
+    """Make a published backup count: the state file, retention, the log and the signal."""
     # A success ends the run of failures that the admin page and list_backups warn about.
     state.update(
         config.state_file,
         remove=(state.LAST_FAILURE_AT, state.LAST_FAILURE_REASON),
-        **{state.LAST_BACKUP_AT: state.isoformat(started)},
+        **{state.LAST_BACKUP_AT: state.isoformat(backup.created_at.astimezone(config.time_zone))},
     )
-    if prune:
-        _prune(config, protected={path})
-    logger.info("Backed up %s to %s (%d bytes)", config.database_path, path, backup.size)
+    _prune(config, protected={backup.path, *protected})
+    logger.info("Backed up %s to %s (%d bytes)", config.database_path, backup.path, backup.size)
     signals.send(signals.backup_created, backup=backup, using=config.alias)
-    return backup
 
 
 def _checked_manifest(
@@ -482,7 +511,6 @@ def _validate(config: Config, backup: BackupFile) -> None:
             raise engine.CheckFailed(
                 "it does not match the SHA-256 in its manifest, so it changed after it was made"
             )
-        engine.check(backup.path, full=True)
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
         if _has_data(config.database_path):
@@ -503,23 +531,30 @@ def _restore_file(
     backup: BackupFile,
     safety: BackupFile | None,
     progress: engine.Progress | None,
+    before_commit: Callable[[], None],
 ) -> None:
     _close_connections(config.alias)
     try:
         engine.restore_into(
-            backup.path, config.database_path, timeout=config.lock_timeout, progress=progress
+            backup.path,
+            config.database_path,
+            timeout=config.lock_timeout,
+            progress=progress,
+            before_commit=before_commit,
         )
     except engine.CheckFailed as exc:
         if safety is not None:
             _put_back(config, safety)
         raise RestoreFailed(str(exc)) from exc
-    except (engine.EngineError, sqlite3.Error, OSError) as exc:
+    except (RestoreFailed, engine.EngineError, sqlite3.Error, OSError) as exc:
         # The live database is as it was, so the safety backup is a second copy of it.
         if safety is not None:
             try:
                 archive.delete_backup(safety)
             except OSError as cleanup:  # pragma: no cover - a file just written, undeletable
                 logger.error("Could not delete the unneeded %s: %s", safety.name, cleanup)
+        if isinstance(exc, RestoreFailed):
+            raise  # refused by before_commit
         raise RestoreFailed(f"{backup.name} was not restored: {exc}") from exc
     finally:
         # Django's connections may hold pages of the old database in their caches;

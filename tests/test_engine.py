@@ -346,3 +346,73 @@ def test_the_watcher_counts_a_file_not_yet_created_as_empty(tmp_path: Path) -> N
         while not seen and time.monotonic() < deadline:
             time.sleep(0.01)
     assert seen[0] == (0, 100)
+
+
+class Refused(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+@pytest.mark.parametrize("megabytes", [1, 24])
+def test_restore_commits_only_after_before_commit_returns(
+    tmp_path: Path, mode: str, megabytes: int
+) -> None:
+    # 24 MB is more than one step of RESTORE_STEP pages: before_commit comes mid-copy.
+    live, source, backup = tmp_path / "live.db", tmp_path / "source.db", tmp_path / "backup.db"
+    fill_database(live, 2, journal_mode=mode)
+    fill_database(source, megabytes)
+    engine.copy_database(source, backup)
+    live_bytes = live.read_bytes()
+    written_by_then: list[int] = []
+
+    def refuse() -> None:
+        sidecar = Path(f"{live}-wal" if mode == "wal" else f"{live}-journal")
+        written_by_then.append(sidecar.stat().st_size if sidecar.exists() else 0)
+        raise Refused
+
+    with pytest.raises(Refused):
+        engine.restore_into(backup, live, before_commit=refuse)
+    assert written_by_then[0] > 0 if megabytes > 1 else written_by_then == [0]
+    assert live.read_bytes() == live_bytes
+    assert count(live, "blob") == 2 * 16
+    called: list[bool] = []
+    engine.restore_into(backup, live, before_commit=lambda: called.append(True))
+    assert called == [True]
+    assert count(live, "blob") == megabytes * 16
+
+
+def test_a_background_check_reports_how_the_file_fared(tmp_path: Path) -> None:
+    good, damaged = tmp_path / "good.db", tmp_path / "damaged.db"
+    fill_database(good, 1, journal_mode="delete")
+    damaged.write_bytes(good.read_bytes())
+    flip_byte(damaged, 4096)  # page 2's b-tree page type
+    with engine.BackgroundCheck(good, full=True) as passing:
+        passing.wait()
+        assert passing.failure() is None
+    with engine.BackgroundCheck(damaged, full=True) as failing:
+        failing.wait()
+        assert isinstance(failing.failure(), engine.CheckFailed)
+
+
+def test_a_background_check_can_be_cancelled_while_it_runs(tmp_path: Path) -> None:
+    database = tmp_path / "big.db"
+    fill_database(database, 64, journal_mode="delete")
+    with engine.BackgroundCheck(database, full=True) as running:
+        deadline = time.monotonic() + 30
+        while running._connection is None:
+            assert time.monotonic() < deadline, "the check never began"
+            time.sleep(0.001)
+        running.cancel()
+        assert not running._thread.is_alive()
+        assert "interrupted" in str(running.failure())
+
+
+def test_a_background_check_cancelled_before_it_begins_never_runs(tmp_path: Path) -> None:
+    database = tmp_path / "db.db"
+    fill_database(database, 1)
+    check = engine.BackgroundCheck(database, full=True)
+    check.cancel()
+    with check:
+        check.wait()
+    assert check.failure() is None
+    assert check._connection is None

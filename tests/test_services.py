@@ -799,3 +799,42 @@ def test_restore_onto_a_lost_database_in_a_read_only_folder(
             services.restore(backup.name)
         assert list(readonly.iterdir()) == []
     assert [b.name for b in services.backups()] == [backup.name]
+
+
+def test_a_backup_that_fails_integrity_check_alone_is_refused_without_a_trace(
+    studio_db: StudioDB,
+) -> None:
+    # Sound pages, so the quick checks pass, but an index that disagrees with its table:
+    # only integrity_check, which runs alongside the safety backup and the copy into the
+    # live database, can refuse it, and it does so before the restore commits.
+    first = services.backup_now()
+    damaged = studio_db.backups / "backup_20200101_000000.db"
+    damaged.write_bytes(first.path.read_bytes())
+    connection = sqlite3.connect(damaged)
+    connection.execute("CREATE INDEX migration_name ON django_migrations (name)")
+    connection.close()
+    data = damaged.read_bytes()
+    at = data.index(b"0001_initial")
+    damaged.write_bytes(data[:at] + b"0001_INITIAL" + data[at + len(b"0001_INITIAL") :])
+    engine.check(damaged)
+    with pytest.raises(engine.CheckFailed):
+        engine.check(damaged, full=True)
+    studio_db.add_clients("Carla")
+    saved = studio_db.state_file.read_text()
+    live_before = studio_db.path.read_bytes()
+    created: list[object] = []
+
+    def count_created(sender: object, backup: object, **kwargs: object) -> None:
+        created.append(backup)
+
+    signals.backup_created.connect(count_created, dispatch_uid="test_services.count")
+    try:
+        with pytest.raises(RestoreFailed, match=r"cannot be restored: .* failed integrity_check"):
+            services.restore(damaged.name)
+    finally:
+        signals.backup_created.disconnect(dispatch_uid="test_services.count")
+    assert studio_db.path.read_bytes() == live_before
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    assert sorted(names(studio_db)) == sorted([first.name, damaged.name])
+    assert studio_db.state_file.read_text() == saved
+    assert created == []
