@@ -47,6 +47,16 @@ def test_manifests_are_read_again_only_when_they_change(tmp_path: Path) -> None:
     assert archive.read_manifest(path) == {}
 
 
+def test_a_manifest_that_is_a_dangling_symlink_counts_as_missing(tmp_path: Path) -> None:
+    path = backup_file(tmp_path, "backup_20260304_153045.db", {"kind": "daily"})
+    target = archive.manifest_path_for(path)
+    target.unlink()
+    target.symlink_to(tmp_path / "gone.json")
+    (listed,) = archive.list_backup_files(tmp_path)
+    assert listed.manifest == {}
+    assert listed.kind == "unknown"
+
+
 def test_listing_skips_what_is_not_a_backup_file(tmp_path: Path) -> None:
     (tmp_path / "backup_20260304_153045.db").mkdir()
     backup_file(tmp_path, "backup_20260304_153046.db")
