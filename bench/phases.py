@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
     results: dict[str, float] = {}
     timed(
         results,
-        "backup: copy_database (backup API + chunked flush)",
+        "backup: copy_database (file and -wal by sendfile, chunked flush)",
         lambda: engine.copy_database(live, copy),
     )
     timed(results, "backup: quick_check of the copy", lambda: engine.check(copy))
@@ -64,6 +64,14 @@ def main(argv: list[str]) -> None:
     timed(
         results, "restore: restore_into the live database", lambda: engine.restore_into(copy, live)
     )
+
+    def overlapped() -> None:
+        with engine.BackgroundCheck(copy, full=True) as integrity:
+            engine.restore_into(copy, live, before_commit=integrity.wait)
+        if integrity.failure() is not None:
+            raise RuntimeError(str(integrity.failure()))
+
+    timed(results, "restore: restore_into with integrity_check alongside", overlapped)
     connection = sqlite3.connect(live)
     try:
         mode = connection.execute("PRAGMA journal_mode").fetchone()[0]

@@ -177,15 +177,11 @@ def _backup_step_guard(deadline: float, what: str) -> Callable[[int, int, int], 
 
 
 def _gated(
-    guard: Callable[[int, int, int], None], before_commit: Callable[[], None] | None, pages: int
+    guard: Callable[[int, int, int], None], before_commit: Callable[[], None] | None
 ) -> Callable[[int, int, int], None]:
     # The backup API commits in the step that copies the last page. Called after every
-    # step, this lets the step that finishes the restore begin only once before_commit
-    # returned; a restore that fits in one step waits for it before it begins.
+    # step, this lets that step begin only once before_commit has returned.
     waiting = before_commit
-    if waiting is not None and pages <= RESTORE_STEP:
-        waiting()
-        waiting = None
 
     def step(status: int, remaining: int, total: int) -> None:
         nonlocal waiting
@@ -433,10 +429,14 @@ def restore_into(
             wal = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
             expected = database_size(src)
             watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
+            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+            if before_commit is not None and pages <= RESTORE_STEP:
+                # One step copies it all, and commits: before_commit goes first.
+                before_commit()
+                before_commit = None
             deadline = time.monotonic() + timeout
             guard = _backup_step_guard(deadline, f"Could not write {live}")
-            pages = int(src.execute("PRAGMA page_count").fetchone()[0])
-            step = _gated(guard, before_commit, pages)
+            step = _gated(guard, before_commit)
             with _Watcher(watched, expected, progress).running():
                 src.backup(dst, pages=RESTORE_STEP, progress=step)
             if wal:
