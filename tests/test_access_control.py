@@ -8,6 +8,7 @@ they were.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import string
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -130,7 +131,7 @@ def fresh_state(db: StudioDB) -> str:
     """One backup of Ana and Beto, and Carla added after it; the backup's name."""
     for backup in services.backups():
         services.delete_backup(backup.name)
-    with db.connect() as connection:
+    with contextlib.closing(db.connect()) as connection:
         connection.execute("DELETE FROM studio_client WHERE name = 'Carla'")
     connection.close()
     name = services.backup_now().name

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ def test_rollback_journal_mode_gets_a_recommendation(
 ) -> None:
     settings.STUDIO_BACKUPS = {"DATABASE": "studio"}
     assert check_journal_mode() == []
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("PRAGMA journal_mode=DELETE")
     connection.close()
     (warning,) = check_journal_mode()

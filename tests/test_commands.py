@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_restore_backup_asks_first(studio_db: StudioDB, answer: str, restored: b
 
 
 def test_restore_backup_names_migration_differences(studio_db: StudioDB) -> None:
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("DELETE FROM django_migrations WHERE app = 'studio'")
         connection.execute(
             "INSERT INTO django_migrations (app, name, applied) "

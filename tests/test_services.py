@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -573,7 +574,7 @@ def test_restore_page_size_mismatch_is_refused(studio_db: StudioDB) -> None:
 
 
 def test_migration_difference(studio_db: StudioDB) -> None:
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("DELETE FROM django_migrations WHERE app = 'studio'")
         connection.execute(
             "INSERT INTO django_migrations (app, name, applied) "
@@ -688,7 +689,7 @@ def test_a_failed_final_check_with_nothing_to_put_back(
 
 
 def test_a_backup_of_a_database_without_django_migrations(studio_db: StudioDB) -> None:
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("DROP TABLE django_migrations")
     backup = services.backup_now()
     assert backup.migrations == []
@@ -717,7 +718,7 @@ def test_a_path_through_a_symlink_loop_is_refused(studio_db: StudioDB) -> None:
 
 def test_a_failed_restore_costs_no_backup(studio_db: StudioDB, settings: SettingsWrapper) -> None:
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 2, "LOCK_TIMEOUT": 0.5}
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("PRAGMA journal_mode=DELETE")
     connection.close()
     first = services.backup_now()

@@ -129,7 +129,7 @@ def test_sigkill_during_restores(studio_db: StudioDB, tmp_path: Path) -> None:
     studio_db.add_clients("Carla")
     backup_b = services.backup_now()
     fill_tagged(studio_db.path, "A", MEGABYTES)
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("DELETE FROM studio_client WHERE name = 'Carla'")
     connection.close()
     backup_a = services.backup_now()
@@ -141,7 +141,7 @@ def test_sigkill_during_restores(studio_db: StudioDB, tmp_path: Path) -> None:
     assert len(digests) == 2
     assert digests[content_digest(studio_db.path)] == backup_a.name
     # An empty -wal to start from, so that its growth shows when a restore writes.
-    with studio_db.connect() as connection:
+    with contextlib.closing(studio_db.connect()) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
     connection.close()
 
