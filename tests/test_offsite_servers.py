@@ -263,4 +263,7 @@ def test_memory_stays_bounded_while_a_200_mb_backup_uploads(
     assert done.returncode == 0, done.stderr
     start, before, after = map(int, done.stdout.split())
     print(f"{where}: peak RSS {start} MB at start, {before} MB listed, {after} MB uploaded")
-    assert after - before < 60, (before, after)
+    # Tens of MB for the storage client's buffers (boto3 keeps several 8 MB parts in
+    # flight: +50 MB on Python 3.11, +61 MB on 3.13); a copy held in memory would add at
+    # least the 200 MB of random data, which does not compress.
+    assert after - before < 100, (before, after)
