@@ -99,7 +99,7 @@ def check_journal_mode(
 ) -> list[checks.CheckMessage]:
     try:
         config = conf.get_config()
-        header = engine.read_header(config.database_path)
+        header = engine.read_live_header(config.database_path)
     except (ImproperlyConfigured, engine.NotADatabase, OSError):
         # No database yet, or settings that check_settings reports.
         return []

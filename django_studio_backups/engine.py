@@ -41,6 +41,7 @@ SQLITE_LOCKED = 6
 # with less than this left free, that error is taken to be the full disk's doing.
 NEARLY_FULL = 1024 * 1024
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
+WAL_HEADER_SIZE = 32
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -71,14 +72,51 @@ def open_snapshot_file(path: Path) -> sqlite3.Connection:
 
 
 def read_header(path: Path) -> bytes:
+    """The first 100 bytes of the SQLite file ``path``; ``NotADatabase`` for anything else.
+
+    Only for files no SQLite connection in this process has open: use
+    ``read_live_header`` for a live database.
+    """
     try:
         with open(path, "rb") as f:
-            header = f.read(100)
+            return _valid_header(path, f.read(100))
     except IsADirectoryError:
         raise NotADatabase(f"{path} is a directory, not a SQLite database") from None
+
+
+def read_live_header(path: Path) -> bytes:
+    """``read_header`` for a database that connections in this process may have open."""
+    if path.is_dir():
+        raise NotADatabase(f"{path} is a directory, not a SQLite database")
+    return _valid_header(path, os.pread(live_descriptor(path), 100, 0))
+
+
+def _valid_header(path: Path, header: bytes) -> bytes:
     if len(header) < 100 or not header.startswith(SQLITE_HEADER):
         raise NotADatabase(f"{path} is not a SQLite database")
     return header
+
+
+# Closing any descriptor on a file releases every POSIX lock this process holds on it,
+# SQLite's own included (SQLite's "How To Corrupt" page lists it): another process could
+# then believe it is the database's last user and, in WAL mode, checkpoint and delete the
+# -wal that this process's connections still read. So a live database file is read
+# through one descriptor per file, kept open for the life of the process, as SQLite keeps
+# its own descriptors open while it holds locks.
+_live_descriptors: dict[tuple[int, int], int] = {}
+_live_descriptors_lock = threading.Lock()
+
+
+def live_descriptor(path: Path) -> int:
+    """A read-only descriptor on the live database file ``path``; never close it."""
+    with _live_descriptors_lock:
+        stat = os.stat(path)
+        descriptor = _live_descriptors.get((stat.st_dev, stat.st_ino))
+        if descriptor is None:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            opened = os.fstat(descriptor)
+            _live_descriptors[(opened.st_dev, opened.st_ino)] = descriptor
+        return descriptor
 
 
 def page_size(header: bytes) -> int:
@@ -208,7 +246,7 @@ def copy_database(
     """
     if not source.exists():
         raise EngineError(f"The database {source} does not exist")
-    read_header(source)
+    read_live_header(source)
     # O_EXCL: never write into a file that someone else created under this name.
     os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
@@ -253,32 +291,48 @@ def _copy_files(
         # -wal in chunks alongside the copy brought that under 0.1 s.
         source_wal = [Path(f"{source}-wal")] if wal else []
         with _Watcher([destination], expected, progress, also_flush=source_wal).running():
-            _copy_bytes(source, destination)
+            _copy_bytes(live_descriptor(source), destination)
             for path in source_wal:
-                _copy_bytes(path, Path(f"{destination}-wal"))
+                _copy_wal(path, Path(f"{destination}-wal"))
         src.execute("ROLLBACK")
     finally:
         src.close()
 
 
-def _copy_bytes(source: Path, destination: Path) -> None:
-    with open(source, "rb") as fsrc:
-        fd = os.open(destination, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
-            # Up to the size the file had when the copy began: what a writer appends later
-            # is not part of the snapshot, and a copy that chased it might never end.
-            _send(fsrc.fileno(), fd, os.fstat(fsrc.fileno()).st_size)
-        finally:
-            os.close(fd)
+def _copy_wal(source: Path, destination: Path) -> None:
+    # A -wal file carries no locks, so it can be opened and closed like any file.
+    with open(source, "rb") as wal:
+        header = os.pread(wal.fileno(), WAL_HEADER_SIZE, 0)
+        complete = _copy_bytes(wal.fileno(), destination)
+        restarted = os.pread(wal.fileno(), WAL_HEADER_SIZE, 0) != header
+    if restarted or not complete:
+        # Only a snapshot that needs none of the -wal (every frame was already in the
+        # database file, which stays frozen while it is read) lets a writer restart or
+        # truncate the -wal meanwhile. What was copied may then be the first part of the
+        # old frames, whose replay would bring older versions of pages back: the database
+        # file alone is the snapshot.
+        os.truncate(destination, 0)
 
 
-def _send(source_fd: int, destination_fd: int, length: int) -> None:
+def _copy_bytes(source_fd: int, destination: Path) -> bool:
+    """Copy ``source_fd`` from its start to its size at the call; False if it shrank."""
+    fd = os.open(destination, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        # Up to the size the file had when the copy began: what a writer appends later is
+        # not part of the snapshot, and a copy that chased it might never end.
+        return _send(source_fd, fd, os.fstat(source_fd).st_size)
+    finally:
+        os.close(fd)
+
+
+def _send(source_fd: int, destination_fd: int, length: int) -> bool:
     offset = 0
     while offset < length:
         sent = os.sendfile(destination_fd, source_fd, offset, min(length - offset, COPY_CHUNK))
         if sent == 0:
-            break  # the file shrank (a checkpoint truncated it): the -wal holds the rest
+            return False  # the file shrank
         offset += sent
+    return True
 
 
 def _settle_copy(destination: Path, *, timeout: float) -> None:
@@ -303,16 +357,16 @@ def check(path: Path, *, full: bool = False) -> None:
     _check(path, full, lambda connection: True)
 
 
-def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], bool]) -> None:
-    # share() is given the connection once it is open (False: stop there) and None before
-    # it closes, so that another thread can interrupt the check meanwhile.
+def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], bool]) -> bool:
+    # share() is given the connection once it is open (False: stop there, and return
+    # False) and None before it closes, so that another thread can interrupt the check.
     read_header(path)
     pragma = "integrity_check" if full else "quick_check"
     try:
         connection = open_snapshot_file(path)
         try:
             if not share(connection):
-                return
+                return False
             rows = [row[0] for row in connection.execute(f"PRAGMA {pragma}").fetchmany(5)]
         finally:
             share(None)
@@ -321,6 +375,7 @@ def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], 
         raise CheckFailed(f"{path.name} failed {pragma}: {exc}") from exc
     if rows != ["ok"]:
         raise CheckFailed(f"{path.name} failed {pragma}: {'; '.join(map(str, rows))}")
+    return True
 
 
 class BackgroundCheck:
@@ -332,6 +387,7 @@ class BackgroundCheck:
     def __init__(self, path: Path, *, full: bool = False) -> None:
         self.path = path
         self.full = full
+        self._passed = False
         self._error: EngineError | None = None
         self._lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
@@ -347,9 +403,11 @@ class BackgroundCheck:
 
     def _run(self) -> None:
         try:
-            _check(self.path, self.full, self._share)
+            self._passed = _check(self.path, self.full, self._share)
         except EngineError as exc:
             self._error = exc
+        except Exception as exc:  # an unreadable file, no memory: not a pass either
+            self._error = CheckFailed(f"{self.path.name} could not be checked: {exc!r}")
 
     def _share(self, connection: sqlite3.Connection | None) -> bool:
         with self._lock:
@@ -357,8 +415,10 @@ class BackgroundCheck:
             return not self._cancelled
 
     def failure(self) -> EngineError | None:
-        """Why the check failed, if it has ended and failed; None otherwise (no waiting)."""
-        return None if self._thread.is_alive() else self._error
+        """Why the check did not pass, once it has ended; None while it runs or if it passed."""
+        if self._thread.is_alive() or self._passed:
+            return None
+        return self._error or CheckFailed(f"{self.path.name} was not checked: cancelled")
 
     def wait(self) -> None:
         """Wait for the check to end (``failure`` then says how it went)."""
@@ -438,10 +498,23 @@ def restore_into(
             guard = _backup_step_guard(deadline, f"Could not write {live}")
             step = _gated(guard, before_commit)
             with _Watcher(watched, expected, progress).running():
-                src.backup(dst, pages=RESTORE_STEP, progress=step)
+                try:
+                    src.backup(dst, pages=RESTORE_STEP, progress=step)
+                except BaseException:
+                    if wal:
+                        # Rolled back; but the -wal keeps the size of what was written into
+                        # it (up to the whole database) until a checkpoint truncates it.
+                        with contextlib.suppress(sqlite3.Error):
+                            _checkpoint_and_truncate(dst)
+                    raise
             if wal:
                 _checkpoint_restored(dst, live)
-            rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
+            try:
+                rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
+            except sqlite3.Error as exc:  # pragma: no cover - a disk failing after the commit
+                # Committed: the caller must treat the live database as changed.
+                message = f"{live.name} was restored, but could not be checked: {exc}"
+                raise CheckFailed(message) from exc
         finally:
             dst.close()
     except sqlite3.Error as exc:
@@ -457,15 +530,19 @@ def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
     # Move the restored pages from the WAL into the database file now, rather than leaving
     # a WAL as large as the database for the next writer to pay for.
     try:
-        # TRUNCATE waits for readers while holding the write lock: wait only briefly, so
-        # the site's writers are not kept out for the whole LOCK_TIMEOUT.
-        connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        _checkpoint_and_truncate(connection)
     except sqlite3.Error as exc:
         # The restore is committed (and synced) in the -wal, and every reader sees it there:
         # failing now would report a restore that happened as one that did not. SQLite
         # moves the pages later, once there is room.
         logger.warning("Restored %s, but could not checkpoint its -wal yet: %s", live, exc)
+
+
+def _checkpoint_and_truncate(connection: sqlite3.Connection) -> None:
+    # TRUNCATE waits for readers while holding the write lock: wait only briefly, so the
+    # site's writers are not kept out for the whole LOCK_TIMEOUT.
+    connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
 
 def _roll_back_hot_journal(live: Path) -> None:

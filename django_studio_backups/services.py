@@ -514,7 +514,7 @@ def _validate(config: Config, backup: BackupFile) -> None:
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
         if _has_data(config.database_path):
-            live = engine.read_header(config.database_path)
+            live = engine.read_live_header(config.database_path)
             restored = engine.read_header(backup.path)
             # SQLite cannot change the page size of a database in WAL mode.
             if live[18] == 2 and engine.page_size(live) != engine.page_size(restored):
@@ -543,18 +543,23 @@ def _restore_file(
             before_commit=before_commit,
         )
     except engine.CheckFailed as exc:
+        # The restore was committed: the safety backup holds the data it replaced, so it
+        # stays (and counts), whether or not putting it back works.
         if safety is not None:
             _put_back(config, safety)
+            _record_backup(config, safety, protected={backup.path})
         raise RestoreFailed(str(exc)) from exc
     except (RestoreFailed, engine.EngineError, sqlite3.Error, OSError) as exc:
-        # The live database is as it was, so the safety backup is a second copy of it.
+        # Refused by before_commit, or rolled back: the live database is as it was, so
+        # the safety backup is a second copy of it. (Anything else, a KeyboardInterrupt
+        # say, may have come after the commit: the safety backup stays.)
         if safety is not None:
             try:
                 archive.delete_backup(safety)
             except OSError as cleanup:  # pragma: no cover - a file just written, undeletable
                 logger.error("Could not delete the unneeded %s: %s", safety.name, cleanup)
         if isinstance(exc, RestoreFailed):
-            raise  # refused by before_commit
+            raise
         raise RestoreFailed(f"{backup.name} was not restored: {exc}") from exc
     finally:
         # Django's connections may hold pages of the old database in their caches;

@@ -187,7 +187,7 @@ def test_a_file_that_shrinks_during_its_copy_is_copied_to_its_new_end(tmp_path: 
     source, destination = tmp_path / "source", tmp_path / "destination"
     source.write_bytes(os.urandom(10_000))
     with open(source, "rb") as fsrc, open(destination, "wb") as fdst:
-        engine._send(fsrc.fileno(), fdst.fileno(), 25_000)
+        assert not engine._send(fsrc.fileno(), fdst.fileno(), 25_000)
     assert destination.read_bytes() == source.read_bytes()
 
 
@@ -244,6 +244,13 @@ def test_check_of_something_else(tmp_path: Path, content: bytes) -> None:
 def test_check_of_a_directory(tmp_path: Path) -> None:
     with pytest.raises(engine.NotADatabase, match="directory"):
         engine.check(tmp_path)
+
+
+def test_backup_of_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "studio.db").mkdir()
+    with pytest.raises(engine.NotADatabase, match="directory"):
+        engine.copy_database(tmp_path / "studio.db", tmp_path / "copy.db")
+    assert not (tmp_path / "copy.db").exists()
 
 
 def test_restore_replaces_data_seen_by_an_open_connection(tmp_path: Path) -> None:
@@ -373,6 +380,9 @@ def test_restore_commits_only_after_before_commit_returns(
     with pytest.raises(Refused):
         engine.restore_into(backup, live, before_commit=refuse)
     assert written_by_then[0] > 0 if megabytes > 1 else written_by_then == [0]
+    # A -wal that held the refused pages is truncated again.
+    wal = Path(f"{live}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
     assert live.read_bytes() == live_bytes
     assert count(live, "blob") == 2 * 16
     called: list[bool] = []
@@ -414,5 +424,95 @@ def test_a_background_check_cancelled_before_it_begins_never_runs(tmp_path: Path
     check.cancel()
     with check:
         check.wait()
-    assert check.failure() is None
+    assert "not checked: cancelled" in str(check.failure())
     assert check._connection is None
+
+
+def test_a_background_check_that_cannot_even_start_does_not_pass(tmp_path: Path) -> None:
+    with engine.BackgroundCheck(tmp_path / "gone.db", full=True) as check:
+        check.wait()
+    assert isinstance(check.failure(), engine.CheckFailed)
+    assert "could not be checked" in str(check.failure())
+
+
+def test_a_backup_keeps_this_process_locks_on_the_live_database(tmp_path: Path) -> None:
+    # Closing any descriptor on a file drops every POSIX lock the process holds on it,
+    # SQLite's included: a backup must not take away the locks of the site's connections.
+    database, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    fill_database(database, 2, journal_mode="delete")
+    holder = sqlite3.connect(database, isolation_level=None)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT count(*) FROM blob").fetchone()
+        engine.copy_database(database, copy)
+        assert engine.read_live_header(database)[18] == 1
+        other = subprocess.run(
+            [sys.executable, "-c", EXCLUSIVE, str(database)], capture_output=True, text=True
+        )
+        assert other.returncode != 0
+        assert "database is locked" in other.stderr
+    finally:
+        holder.close()
+    assert count(copy, "blob") == 2 * 16
+
+
+EXCLUSIVE = (
+    "import sqlite3, sys; "
+    "sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None).execute('BEGIN EXCLUSIVE')"
+)
+WRITE_ANOTHER_GENERATION = {
+    # The -wal restarts (it was wholly checkpointed) and is cut to nothing.
+    "restart": "PRAGMA journal_size_limit=0; INSERT INTO t (x) VALUES (3);",
+    "truncate": "PRAGMA wal_checkpoint(TRUNCATE);",
+}
+
+
+@pytest.mark.parametrize("what", sorted(WRITE_ANOTHER_GENERATION))
+def test_a_wal_restarted_during_its_copy_is_not_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    # Commit A sets x=1 and commit B x=2 in every row; a checkpoint then moves both into
+    # the file, so the backup's snapshot needs nothing from the -wal, and a writer may
+    # restart it while it is copied. Replaying the old frames copied before that would
+    # bring A's pages back over B's.
+    database, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    keeper = sqlite3.connect(database, isolation_level=None)
+    keeper.execute("PRAGMA journal_mode=WAL")
+    keeper.execute("PRAGMA wal_autocheckpoint=0")
+    keeper.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x INTEGER, pad TEXT)")
+    keeper.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    keeper.executemany("INSERT INTO t (x, pad) VALUES (1, ?)", [("a" * 1000,) for _ in range(200)])
+    wal = Path(f"{database}-wal")
+    first_commit_ends = wal.stat().st_size
+    keeper.execute("UPDATE t SET x = 2")
+    keeper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    wal_inode = wal.stat().st_ino
+    # The first call copies the header and commit A; the writer strikes before the rest.
+    monkeypatch.setattr(engine, "COPY_CHUNK", first_commit_ends)
+    real_sendfile = os.sendfile
+    struck: list[bool] = []
+
+    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
+        sent = real_sendfile(out_fd, in_fd, offset, count)
+        if os.fstat(in_fd).st_ino == wal_inode and not struck:
+            struck.append(True)
+            subprocess.run(
+                [sys.executable, "-c", WRITE, str(database), WRITE_ANOTHER_GENERATION[what]],
+                check=True,
+            )
+        return sent
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    try:
+        engine.copy_database(database, copy)
+    finally:
+        keeper.close()
+    assert struck
+    engine.check(copy, full=True)
+    assert engine.read_rows(copy, "SELECT min(x), max(x), count(*) FROM t") == [(2, 2, 200)]
+
+
+WRITE = (
+    "import sqlite3, sys; "
+    "sqlite3.connect(sys.argv[1], isolation_level=None).executescript(sys.argv[2])"
+)
