@@ -205,9 +205,10 @@ def restore(
             backup = _find(config, name_or_path)
             # integrity_check takes five times as long as anything else a restore does before
             # it writes (5 s per GiB): it runs alongside the other checks, the safety backup
-            # and the copy into the live database, which commits only once it has passed.
+            # and (in WAL mode) the copy into the live database, which commits only once it
+            # has passed.
             with engine.BackgroundCheck(backup.path, full=True) as integrity:
-                _validate(config, backup)
+                live_in_wal_mode = _validate(config, backup)
                 missing, unknown = migration_difference(backup)
                 safety = None
                 if _has_data(config.database_path):
@@ -224,7 +225,9 @@ def restore(
                             f"{backup.name} cannot be restored: {failure}"
                         ) from failure
 
-                _restore_file(config, backup, safety, progress, before_commit=passed)
+                _restore_file(
+                    config, backup, safety, progress, passed, wait_first=not live_in_wal_mode
+                )
             # Recorded (and pruned) only once the restore has worked: a restore that fails
             # leaves no safety backup, costs the oldest real backup nothing, and does not
             # count as the day's backup.
@@ -502,7 +505,9 @@ def _find(config: Config, name_or_path: Path | str) -> BackupFile:
     raise BackupNotFound(f"There is no backup called {given.name!r} in {config.directory}")
 
 
-def _validate(config: Config, backup: BackupFile) -> None:
+def _validate(config: Config, backup: BackupFile) -> bool:
+    """Refuse what cannot be restored (all but integrity_check); whether the live database
+    is in WAL mode."""
     try:
         if backup.manifest_path.exists() and backup.sha256 is None:
             # Without its checksum a changed file could pass for the backup that was made.
@@ -513,17 +518,20 @@ def _validate(config: Config, backup: BackupFile) -> None:
             )
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
-        if _has_data(config.database_path):
-            live = engine.read_live_header(config.database_path)
-            restored = engine.read_header(backup.path)
-            # SQLite cannot change the page size of a database in WAL mode.
-            if live[18] == 2 and engine.page_size(live) != engine.page_size(restored):
-                raise engine.CheckFailed(
-                    f"its page size ({engine.page_size(restored)} bytes) differs from the live "
-                    f"database's ({engine.page_size(live)} bytes), which is in WAL mode"
-                )
+        if not _has_data(config.database_path):
+            return False
+        live = engine.read_live_header(config.database_path)
+        restored = engine.read_header(backup.path)
+        # Bytes 18-19 of the header are 2 in WAL mode. SQLite cannot change the page size
+        # of a database in WAL mode.
+        if live[18] == 2 and engine.page_size(live) != engine.page_size(restored):
+            raise engine.CheckFailed(
+                f"its page size ({engine.page_size(restored)} bytes) differs from the live "
+                f"database's ({engine.page_size(live)} bytes), which is in WAL mode"
+            )
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
+    return live[18] == 2
 
 
 def _restore_file(
@@ -532,9 +540,15 @@ def _restore_file(
     safety: BackupFile | None,
     progress: engine.Progress | None,
     before_commit: Callable[[], None],
+    *,
+    wait_first: bool,
 ) -> None:
     _close_connections(config.alias)
     try:
+        if wait_first:
+            # In rollback-journal mode the copy's lock keeps the site's readers out too, so
+            # it is not held while the check ends: the check ends first.
+            before_commit()
         engine.restore_into(
             backup.path,
             config.database_path,

@@ -802,12 +802,15 @@ def test_restore_onto_a_lost_database_in_a_read_only_folder(
     assert [b.name for b in services.backups()] == [backup.name]
 
 
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
 def test_a_backup_that_fails_integrity_check_alone_is_refused_without_a_trace(
-    studio_db: StudioDB,
+    studio_db: StudioDB, journal_mode: str
 ) -> None:
     # Sound pages, so the quick checks pass, but an index that disagrees with its table:
-    # only integrity_check, which runs alongside the safety backup and the copy into the
-    # live database, can refuse it, and it does so before the restore commits.
+    # only integrity_check, which runs alongside the safety backup (and in WAL mode the
+    # copy into the live database), can refuse it, and it does so before the commit.
+    with contextlib.closing(studio_db.connect()) as connection:
+        connection.execute(f"PRAGMA journal_mode={journal_mode}")
     first = services.backup_now()
     damaged = studio_db.backups / "backup_20200101_000000.db"
     damaged.write_bytes(first.path.read_bytes())
