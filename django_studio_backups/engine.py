@@ -110,6 +110,11 @@ _live_descriptors_lock = threading.Lock()
 def live_descriptor(path: Path) -> int:
     """A read-only descriptor on the live database file ``path``; never close it."""
     with _live_descriptors_lock:
+        for key, kept in list(_live_descriptors.items()):
+            if os.fstat(kept).st_nlink == 0:
+                # The file was deleted: no connection opened by name can lock it any more.
+                os.close(kept)
+                del _live_descriptors[key]
         stat = os.stat(path)
         descriptor = _live_descriptors.get((stat.st_dev, stat.st_ino))
         if descriptor is None:

@@ -456,6 +456,19 @@ def test_a_backup_keeps_this_process_locks_on_the_live_database(tmp_path: Path) 
     assert count(copy, "blob") == 2 * 16
 
 
+def test_descriptors_of_deleted_databases_are_let_go(tmp_path: Path) -> None:
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    fill_database(first, 1)
+    fill_database(second, 1)
+    kept = engine.live_descriptor(first)
+    assert engine.live_descriptor(first) == kept
+    inode = (first.stat().st_dev, first.stat().st_ino)
+    assert engine._live_descriptors[inode] == kept
+    first.unlink()
+    engine.live_descriptor(second)
+    assert inode not in engine._live_descriptors
+
+
 EXCLUSIVE = (
     "import sqlite3, sys; "
     "sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None).execute('BEGIN EXCLUSIVE')"
