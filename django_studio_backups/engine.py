@@ -34,6 +34,7 @@ RESTORE_STEP = 4096
 POLL_INTERVAL = 0.05
 HASH_BLOCK = 1024 * 1024
 CHECKPOINT_WAIT_MS = 200
+LOCK_RETRY = 0.001
 # SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
@@ -502,9 +503,14 @@ def restore_into(
             deadline = time.monotonic() + timeout
             guard = _backup_step_guard(deadline, f"Could not write {live}")
             step = _gated(guard, before_commit)
+            # The backup API retries a busy step itself, every LOCK_RETRY; SQLite's own busy
+            # handler would wait up to 100 ms between tries, and against a writer that holds
+            # its lock all but a moment between commits, a restore in rollback-journal mode
+            # then waited from 10 s to over a minute for its turn.
+            dst.execute("PRAGMA busy_timeout=0")
             with _Watcher(watched, expected, progress).running():
                 try:
-                    src.backup(dst, pages=RESTORE_STEP, progress=step)
+                    src.backup(dst, pages=RESTORE_STEP, progress=step, sleep=LOCK_RETRY)
                 except BaseException:
                     if wal:
                         # Rolled back; but the -wal keeps the size of what was written into
@@ -514,6 +520,7 @@ def restore_into(
                     raise
             if wal:
                 _checkpoint_restored(dst, live)
+            dst.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
             try:
                 rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
             except sqlite3.Error as exc:  # pragma: no cover - a disk failing after the commit
