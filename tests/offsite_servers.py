@@ -101,11 +101,11 @@ class SSHServer:
             # sshd's privilege separation directory; Debian creates it only when it runs
             # the system's own sshd.
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        self.process = subprocess.Popen(
-            [SSHD, "-D", "-e", "-f", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "sshd.log", "ab"),  # noqa: SIM115
-        )
+        # The server keeps its own copy of the log's descriptor.
+        with open(self.directory / "sshd.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [SSHD, "-D", "-e", "-f", str(self.config)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_for_port(self.port, self.process, "sshd")
 
     def kill(self) -> None:
@@ -152,11 +152,12 @@ class S3Server:
         self._client: Any = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.directory / "moto.log", "ab"),  # noqa: SIM115
-        )
+        with open(self.directory / "moto.log", "ab") as log:
+            self.process = subprocess.Popen(
+                [MOTO_SERVER, "-H", "127.0.0.1", "-p", str(self.port)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         wait_for_port(self.port, self.process, "moto_server")
         self.client().create_bucket(Bucket=BUCKET)
 

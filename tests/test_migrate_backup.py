@@ -256,8 +256,8 @@ def test_the_test_database_is_not_backed_up(
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "DIRECTORY": str(tmp_path / "b")}
     creation = connections["studio"].creation
 
-    # Django 6.1 deprecates the serialize argument; older versions serialize by default.
-    no_serialize: dict[str, bool] = {} if django.VERSION >= (6, 1) else {"serialize": False}
+    # Django 6.0 deprecates the serialize argument (and no longer serializes by default).
+    no_serialize: dict[str, bool] = {} if django.VERSION >= (6, 0) else {"serialize": False}
     name = creation.create_test_db(verbosity=0, autoclobber=True, keepdb=True, **no_serialize)
     try:
         assert name == str(test_db)
