@@ -493,9 +493,9 @@ def restore_into(
         dst = connect(live, mode="rwc", timeout=timeout)
         try:
             wal = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
-            expected = database_size(src)
-            watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
             pages = int(src.execute("PRAGMA page_count").fetchone()[0])
+            expected = pages * int(src.execute("PRAGMA page_size").fetchone()[0])
+            watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
             if before_commit is not None and pages <= RESTORE_STEP:
                 # One step copies it all, and commits: before_commit goes first.
                 before_commit()

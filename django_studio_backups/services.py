@@ -554,7 +554,7 @@ def _restore_file(
             config.database_path,
             timeout=config.lock_timeout,
             progress=progress,
-            before_commit=before_commit,
+            before_commit=None if wait_first else before_commit,
         )
     except engine.CheckFailed as exc:
         # The restore was committed: the safety backup holds the data it replaced, so it

@@ -842,3 +842,40 @@ def test_a_backup_that_fails_integrity_check_alone_is_refused_without_a_trace(
     assert sorted(names(studio_db)) == sorted([first.name, damaged.name])
     assert studio_db.state_file.read_text() == saved
     assert created == []
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_in_rollback_journal_mode_the_check_ends_before_the_copy_begins(
+    studio_db: StudioDB, journal_mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The copy's lock would keep the site's readers out while integrity_check finishes.
+    # 600,000 indexed rows make the check last about ten times as long as the rest.
+    with contextlib.closing(studio_db.connect()) as connection:
+        connection.execute(f"PRAGMA journal_mode={journal_mode}")
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        connection.execute("CREATE INDEX t_v ON t (v)")
+        connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 600000) "
+            "INSERT INTO t (v) SELECT hex(randomblob(8)) FROM n"
+        )
+    backup = services.backup_now()
+    checks: list[engine.BackgroundCheck] = []
+    check_still_running: list[bool] = []
+    real_check, real_restore_into = engine.BackgroundCheck, engine.restore_into
+
+    def background_check(path: Path, *, full: bool = False) -> engine.BackgroundCheck:
+        checks.append(real_check(path, full=full))
+        return checks[-1]
+
+    def restore_into(backup_path: Path, live: Path, **kwargs: Any) -> None:
+        check_still_running.append(checks[-1].failure() is None and not checks[-1]._passed)
+        real_restore_into(backup_path, live, **kwargs)
+
+    monkeypatch.setattr(engine, "BackgroundCheck", background_check)
+    monkeypatch.setattr(engine, "restore_into", restore_into)
+    studio_db.add_clients("Carla")
+    services.restore(backup.name)
+    assert studio_db.clients() == ["Ana", "Beto"]
+    assert checks[-1]._passed
+    if journal_mode == "delete":
+        assert check_still_running == [False]
