@@ -50,6 +50,7 @@ KIND_LABELS = {
     "manual": gettext_lazy("manual"),
     "safety": gettext_lazy("safety"),
     "pre-migrate": gettext_lazy("before migrating"),
+    "damaged": gettext_lazy("damaged"),
 }
 
 View = Callable[..., HttpResponseBase]
@@ -141,6 +142,22 @@ class BackupAdmin(ModelAdmin):
 
     def _warnings(self) -> list[str]:
         found = []
+        damage = services.live_damage()
+        if damage is not None:
+            if damage.newest_good is not None:
+                advice = _(
+                    "Restore %(name)s, the newest backup that passed the full check; the "
+                    "restore keeps a copy of the database as it is now."
+                ) % {"name": damage.newest_good.name}
+            else:
+                advice = _("No backup has passed the full check yet: ask for expert help.")
+            found.append(
+                _(
+                    "The live database is damaged: a copy made on %(when)s failed SQLite's "
+                    "check. %(advice)s"
+                )
+                % {"when": local_time(damage.at), "advice": advice}
+            )
         last = services.last_backup_at()
         if last is None:
             found.append(_("No backup has been made yet."))
@@ -278,11 +295,15 @@ class BackupAdmin(ModelAdmin):
         try:
             report = services.restore(backup.name)
         except RestoreFailed as exc:
-            self.message_user(
-                request,
-                _("The restore failed; the database is as it was. %(reason)s") % {"reason": exc},
-                messages.ERROR,
-            )
+            if exc.database_changed:
+                text = _(
+                    "The restored database failed its check and could not be put back: the "
+                    "site now runs on the restored data, which may be damaged. Ask whoever "
+                    "set up the server to look at it now. %(reason)s"
+                )
+            else:
+                text = _("The restore failed; the database is as it was. %(reason)s")
+            self.message_user(request, text % {"reason": exc}, messages.ERROR)
             return self._to_changelist()
         # Only now: the restore replaced every table, the admin's history included.
         self._log_after_restore(request, report)
@@ -294,6 +315,15 @@ class BackupAdmin(ModelAdmin):
         else:
             text = _("Restored the database from %(name)s.") % {"name": report.restored.name}
         self.message_user(request, text, messages.SUCCESS)
+        if report.warning is not None:
+            self.message_user(
+                request,
+                _(
+                    "The database was too busy to be checked right after the restore. The "
+                    "restore is complete; the next daily backup checks the database in full."
+                ),
+                messages.WARNING,
+            )
         if report.missing_migrations:
             self.message_user(
                 request,

@@ -21,7 +21,11 @@ TEMP_PREFIX = ".tmp-"
 PRIVATE_FILE = 0o600
 PRIVATE_DIRECTORY = 0o700
 
-KINDS = ("manual", "daily", "safety", "pre-migrate")
+# "damaged": what was live when a restored database failed its check, kept before the
+# data from before the restore was put back.
+KINDS = ("manual", "daily", "safety", "pre-migrate", "damaged")
+# The check a backup must have passed to count as verified: the one a restore runs.
+FULL_CHECK = "integrity_check"
 # A time in a manifest or the state file outside these bounds is damage, not a date; near
 # the ends of what datetime can hold, showing it in another time zone overflows.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -66,14 +70,27 @@ class BackupFile:
         return value if isinstance(value, str) else None
 
     @property
-    def verified(self) -> bool:
-        """The file passed its checks and still has the size its manifest recorded."""
+    def check(self) -> str | None:
+        """The SQLite check the file last passed ("quick_check" or "integrity_check"), while
+        it still has the size its manifest recorded; None if it failed or was never checked."""
         check = self.manifest.get("verification")
-        return (
+        if (
             isinstance(check, dict)
             and check.get("ok") is True
             and self.manifest.get("size") == self.size
-        )
+        ):
+            name = check.get("check")
+            return name if isinstance(name, str) else None
+        return None
+
+    @property
+    def verified(self) -> bool:
+        """The file passed integrity_check, the check a restore runs: it can be restored.
+
+        quick_check alone does not compare indexes with their tables, and a backup with such
+        a mismatch passes it, only to be refused when it is needed.
+        """
+        return self.check == FULL_CHECK
 
     @property
     def migrations(self) -> list[tuple[str, str]] | None:
@@ -95,6 +112,7 @@ class BackupFile:
             "kind": self.kind,
             "sha256": self.sha256,
             "verified": self.verified,
+            "check": self.check,
         }
 
 

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from django.apps import AppConfig, apps
+from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, engine, growth, services
+from . import archive, conf, cron, engine, growth, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running.
 STALE_AFTER = timedelta(days=2)
@@ -97,18 +101,12 @@ def check_growth(
 def check_journal_mode(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    try:
-        config = conf.get_config()
-        header = engine.read_live_header(config.database_path)
-    except (ImproperlyConfigured, engine.NotADatabase, OSError):
-        # No database yet, or settings that check_settings reports.
-        return []
-    # Bytes 18-19 of the header are 2 in WAL mode, 1 with a rollback journal.
-    if header[18] == 2:
+    found = _live_header()
+    if found is None or engine.is_wal(found[1]):
         return []
     return [
         checks.Warning(
-            f"The database {config.database_path} uses a rollback journal: a backup keeps its "
+            f"The database {found[0]} uses a rollback journal: a backup keeps its "
             "writers waiting for the whole copy, and a restore waits for every reader.",
             hint=(
                 "Switch it to WAL mode, where backups and restores run beside the site: "
@@ -118,3 +116,102 @@ def check_journal_mode(
             id="studio_backups.W010",
         )
     ]
+
+
+@checks.register(checks.Tags.database, deploy=True)
+def check_wal_reset_bug(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    found = _live_header() if engine.HAS_WAL_RESET_BUG else None
+    if found is None or not engine.is_wal(found[1]):
+        return []
+    return [
+        checks.Warning(
+            f"SQLite {sqlite3.sqlite_version} has the WAL-reset bug: in WAL mode, a checkpoint "
+            "that resets the -wal while another connection writes can corrupt the database.",
+            hint=(
+                "Use SQLite 3.51.3 or later (or 3.50.7, or 3.44.6): install the pysqlite3-binary "
+                "wheel and alias it as sqlite3, or your distribution's fixed package. Until "
+                "then, avoid wal_checkpoint(RESTART) and (TRUNCATE); this app uses PASSIVE."
+            ),
+            id="studio_backups.W011",
+        )
+    ]
+
+
+@checks.register(checks.Tags.database, deploy=True)
+def check_live_damage(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        damage = services.live_damage()
+    except (ImproperlyConfigured, OSError):
+        return []
+    if damage is None:
+        return []
+    if damage.newest_good is not None:
+        hint = (
+            f"Restore {damage.newest_good.name}, the newest backup that passed "
+            f"integrity_check: `manage.py restore_backup {damage.newest_good.name}`. The "
+            "restore keeps a safety backup of the damaged database."
+        )
+    else:
+        hint = "No backup has passed integrity_check yet; ask a SQLite expert to recover it."
+    return [
+        checks.Error(
+            f"The live database is damaged: a copy of it made on {damage.at:%Y-%m-%d %H:%M} "
+            f"failed SQLite's check ({damage.reason}).",
+            hint=hint,
+            id="studio_backups.E050",
+        )
+    ]
+
+
+@checks.register()
+def check_backups_beside_a_symlink(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    try:
+        config = conf.get_config()
+        name = settings.DATABASES[config.alias]["NAME"]
+    except ImproperlyConfigured:
+        return []
+    if not isinstance(name, str | os.PathLike) or str(name).startswith("file:"):
+        return []
+    # Before 0.2 the backup folder of a database reached through a symlink was derived from
+    # the link, not from the real file: its backups are not listed from the new place.
+    old = Path(name).absolute().parent / "backups"
+    same = os.path.realpath(old) == os.path.realpath(config.directory)
+    if same or conf.user_settings()["DIRECTORY"]:
+        return []
+    if not any(archive.is_backup_name(p.name) for p in _entries(old)):
+        return []
+    return [
+        checks.Warning(
+            f"Backups of {name} are in {old}, but the database is the file {config.database_path},"
+            f" and its backups now go to {config.directory}.",
+            hint=(
+                f"Move the backup_*.db files and their .json manifests (and settings.json) "
+                f"from {old.parent} to {config.directory.parent}, or set "
+                f"STUDIO_BACKUPS['DIRECTORY'] to {str(old)!r}."
+            ),
+            id="studio_backups.W012",
+        )
+    ]
+
+
+def _entries(directory: Path) -> list[Path]:
+    try:
+        return list(directory.iterdir())
+    except OSError:
+        return []
+
+
+def _live_header() -> tuple[Path, bytes] | None:
+    """The live database's path and header; None without a database yet, or with settings
+    that check_settings reports."""
+    try:
+        config = conf.get_config()
+        return config.database_path, engine.read_live_header(config.database_path)
+    except (ImproperlyConfigured, engine.NotADatabase, OSError):
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,13 @@ SQLITE_ENGINE = "django.db.backends.sqlite3"
 CRON_FIELDS = re.compile(r"[\w*/,-]+(?:[ \t]+[\w*/,-]+){4}", re.ASCII)
 # Problems that get_config() lets through: the backup itself can still be made (E006:
 # the folder may become writable, and the attempt then says why it failed).
+# Problems that leave no database file from which to derive the backup folder.
+NO_DATABASE_FILE = {
+    "studio_backups.E001",
+    "studio_backups.E002",
+    "studio_backups.E003",
+    "studio_backups.E009",
+}
 BACKUPS_STILL_WORK = {
     "studio_backups.E006",
     "studio_backups.E020",
@@ -101,12 +109,22 @@ def problems(using: str | None = None) -> list[Problem]:
                 "django_studio_backups backs up SQLite databases only.",
             )
         )
-    elif _is_in_memory(database.get("NAME")):
+    elif database_file(database.get("NAME")).path is None:
         found.append(
             Problem(
                 "studio_backups.E002",
                 f"The database {alias!r} is in memory; there is no file to back up.",
                 "Give DATABASES[...]['NAME'] a file path.",
+            )
+        )
+    elif database_file(database.get("NAME")).unsafe:
+        found.append(
+            Problem(
+                "studio_backups.E009",
+                f"The database {alias!r} is opened with "
+                f"{database_file(database.get('NAME')).unsafe}: backups and restores could "
+                "not lock it the way Django's connections do.",
+                "Leave vfs, nolock and immutable out of the file: URI in NAME.",
             )
         )
     max_backups = options["MAX_BACKUPS"]
@@ -176,9 +194,7 @@ def problems(using: str | None = None) -> list[Problem]:
                 "Use an IANA name such as 'America/Hermosillo'.",
             )
         )
-    if not any(
-        p.id in {"studio_backups.E001", "studio_backups.E002", "studio_backups.E003"} for p in found
-    ):
+    if not any(p.id in NO_DATABASE_FILE for p in found):
         directory = _directory(options, alias, _database_path(alias))
         if not _writable(directory):
             found.append(
@@ -233,8 +249,64 @@ def _database(alias: str) -> dict[str, Any]:
     return database
 
 
+@dataclass(frozen=True)
+class DatabaseFile:
+    # The file itself, symlinks resolved; None for a database in memory.
+    path: Path | None
+    # A URI parameter that makes SQLite open the file without the usual locks, if any.
+    unsafe: str | None = None
+
+
+# SQLite URI parameters under which Django's connections would not take the locks that a
+# backup's read transaction and a restore's write transaction rely on.
+UNSAFE_PARAMETERS = ("vfs", "nolock", "immutable")
+
+
+def database_file(name: object) -> DatabaseFile:
+    """The file behind a SQLite ``NAME`` as Django opens it (with ``uri=True``).
+
+    A ``file:`` URI is parsed as SQLite does. The path is resolved (SQLite itself follows
+    symlinks, and keeps the -wal and -journal beside the real file).
+    """
+    # SQLite reads the name as a C string: it ends at a NUL.
+    text = str(os.fspath(name) if isinstance(name, os.PathLike) else name or "").split("\x00")[0]
+    if text in ("", ":memory:"):
+        return DatabaseFile(None)
+    unsafe = None
+    if text.startswith("file:"):
+        parsed = urllib.parse.urlsplit(text)
+        parameters = urllib.parse.parse_qs(parsed.query)
+        if parameters.get("mode") == ["memory"] or urllib.parse.unquote(parsed.path) in (
+            "",
+            ":memory:",
+        ):
+            return DatabaseFile(None)
+        found = [
+            f"{key}={parameters[key][0]}"
+            for key in UNSAFE_PARAMETERS
+            if key in parameters and (key == "vfs" or _uri_boolean(parameters[key][0]))
+        ]
+        if parsed.netloc not in ("", "localhost"):
+            found.append(f"the URI authority {parsed.netloc!r}")
+        unsafe = ", ".join(found) or None
+        text = urllib.parse.unquote(parsed.path)
+    return DatabaseFile(Path(os.path.realpath(text)), unsafe)
+
+
+def _uri_boolean(value: str) -> bool:
+    # As sqlite3_uri_boolean() reads it with a default of false: "yes", "true", "on" or a
+    # number other than 0.
+    lowered = value.lower()
+    if lowered.isdigit():
+        return int(lowered) != 0
+    return lowered in ("yes", "true", "on")
+
+
 def _database_path(alias: str) -> Path:
-    return Path(_database(alias)["NAME"]).absolute()
+    path = database_file(_database(alias)["NAME"]).path
+    # problems() reports E002 for a database in memory before get_config() gets here.
+    assert path is not None
+    return path
 
 
 def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path:
@@ -250,11 +322,6 @@ def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path
 
 def _is_positive_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
-
-
-def _is_in_memory(name: object) -> bool:
-    text = str(name or "")
-    return text in ("", ":memory:") or "mode=memory" in text
 
 
 def _writable(directory: Path) -> bool:

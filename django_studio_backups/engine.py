@@ -29,13 +29,17 @@ Progress = Callable[[int, int], None]
 # 0.8-2.4 s, because it saturates the disk and the filesystem journal they commit through.
 FLUSH_CHUNK = 32 * 1024 * 1024
 COPY_CHUNK = 8 * 1024 * 1024
-# Pages a restore writes per backup API step (16 MiB of 4 KiB pages).
-RESTORE_STEP = 4096
+# What a restore writes per backup API step. In rollback-journal mode its first step must
+# stay in the page cache (RESTORE_CACHE_KIB, twice as large): a page spilled to the file
+# before the safety copy is made would end up in that copy.
+RESTORE_STEP_BYTES = 4 * 1024 * 1024
+RESTORE_CACHE_KIB = 2 * RESTORE_STEP_BYTES // 1024
 POLL_INTERVAL = 0.05
 HASH_BLOCK = 1024 * 1024
 CHECKPOINT_WAIT_MS = 200
 LOCK_RETRY = 0.001
 # SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
+SQLITE_OK = 0
 SQLITE_BUSY = 5
 SQLITE_LOCKED = 6
 # SQLite reports a -shm or -wal file it cannot extend on a full disk as "disk I/O error";
@@ -45,6 +49,21 @@ SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 WAL_HEADER_SIZE = 32
 
 logger = logging.getLogger("django_studio_backups")
+
+
+def has_wal_reset_bug(version: str) -> bool:
+    """Whether SQLite ``version`` has the WAL-reset bug: a RESTART or TRUNCATE checkpoint
+    racing a writer can corrupt the database. Fixed in 3.51.3, and in 3.50.7 and 3.44.6."""
+    try:
+        number = tuple(int(part) for part in version.split(".")[:3])
+    except ValueError:
+        return True  # an unknown build: assume the worst
+    if (3, 50, 7) <= number < (3, 51, 0) or (3, 44, 6) <= number < (3, 45, 0):
+        return False
+    return (3, 7, 0) <= number < (3, 51, 3)
+
+
+HAS_WAL_RESET_BUG = has_wal_reset_bug(sqlite3.sqlite_version)
 
 
 class EngineError(Exception):
@@ -59,17 +78,23 @@ class CheckFailed(EngineError):
     pass
 
 
+def file_uri(path: Path) -> str:
+    # Always with an (empty) authority: a path that starts with // would otherwise be read
+    # as "file://authority/...", and a relative one as relative to SQLite's own guess.
+    return f"file://{urllib.parse.quote(str(path.absolute()))}"
+
+
 def connect(path: Path, *, mode: str = "rw", timeout: float = 5.0) -> sqlite3.Connection:
     """Open ``path`` without ever creating it by accident (``mode`` is a SQLite URI mode)."""
-    uri = f"file:{urllib.parse.quote(str(path))}?mode={mode}"
-    return sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
+    return sqlite3.connect(
+        f"{file_uri(path)}?mode={mode}", uri=True, timeout=timeout, isolation_level=None
+    )
 
 
 def open_snapshot_file(path: Path) -> sqlite3.Connection:
     # Backup files never change once published: immutable=1 skips locking and never
     # creates -wal/-shm files beside them, so checks also work in read-only directories.
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
-    return sqlite3.connect(uri, uri=True, isolation_level=None)
+    return sqlite3.connect(f"{file_uri(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
 
 def read_header(path: Path) -> bytes:
@@ -123,6 +148,19 @@ def live_descriptor(path: Path) -> int:
             opened = os.fstat(descriptor)
             _live_descriptors[(opened.st_dev, opened.st_ino)] = descriptor
         return descriptor
+
+
+def is_damage(exc: sqlite3.Error) -> bool:
+    """Whether SQLite's error says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), as
+    opposed to a check that could not run: busy, locked, interrupted, I/O, no memory."""
+    message = str(exc)
+    return "malformed" in message or "not a database" in message
+
+
+def is_wal(header: bytes) -> bool:
+    # Bytes 18-19 of the header (the read and write versions) are 2 in WAL mode, 1 with a
+    # rollback journal.
+    return header[18] == 2
 
 
 def page_size(header: bytes) -> int:
@@ -221,20 +259,29 @@ def _backup_step_guard(deadline: float, what: str) -> Callable[[int, int, int], 
 
 
 def _gated(
-    guard: Callable[[int, int, int], None], before_commit: Callable[[], None] | None
+    guard: Callable[[int, int, int], None],
+    step: int,
+    while_locked: Callable[[], None] | None,
+    before_commit: Callable[[], None] | None,
 ) -> Callable[[int, int, int], None]:
-    # The backup API commits in the step that copies the last page. Called after every
-    # step, this lets that step begin only once before_commit has returned.
+    # Called after every step. The first step that copied pages has taken the destination's
+    # write lock, and in rollback-journal mode (the cache holds more than a step) has not
+    # yet written into its file: while_locked runs then. The backup API commits in the step
+    # that copies the last page: that step begins only once before_commit has returned.
+    locked = while_locked
     waiting = before_commit
 
-    def step(status: int, remaining: int, total: int) -> None:
-        nonlocal waiting
+    def on_step(status: int, remaining: int, total: int) -> None:
+        nonlocal locked, waiting
         guard(status, remaining, total)
-        if waiting is not None and 0 < remaining <= RESTORE_STEP:
+        if locked is not None and status == SQLITE_OK and remaining > 0:
+            locked()
+            locked = None
+        if waiting is not None and 0 < remaining <= step:
             waiting()
             waiting = None
 
-    return step
+    return on_step
 
 
 def copy_database(
@@ -243,20 +290,29 @@ def copy_database(
     *,
     timeout: float = 5.0,
     progress: Progress | None = None,
+    under_restore: bool = False,
 ) -> None:
     """Snapshot the live database ``source`` into the new file ``destination``.
 
     Everything committed before the copy starts is in it, including what still sits in the
     ``-wal`` file. The copy is durable on return, uses the rollback journal (so opening it
     never creates ``-wal``/``-shm`` files) and is readable only by its owner.
+
+    ``under_restore``: called from ``restore_into``'s ``while_locked``, while this process
+    holds the database's write lock and has written nothing into its file.
     """
     if not source.exists():
         raise EngineError(f"The database {source} does not exist")
-    read_live_header(source)
+    header = read_live_header(source)
     # O_EXCL: never write into a file that someone else created under this name.
     os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        _copy_files(source, destination, timeout=timeout, progress=progress)
+        if under_restore and not is_wal(header):
+            # The restore's exclusive lock keeps out every reader, this copy's too; and
+            # while it holds that lock, no one can change the file: it is the snapshot.
+            _copy_bytes(live_descriptor(source), destination)
+        else:
+            _copy_files(source, destination, timeout=timeout, progress=progress)
         _settle_copy(destination, timeout=timeout)
     except (sqlite3.Error, OSError) as exc:
         # Leaving WAL mode opens the copy's -wal and -shm; on a full disk they stay behind.
@@ -378,6 +434,9 @@ def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], 
             share(None)
             connection.close()
     except sqlite3.Error as exc:
+        if not is_damage(exc):
+            # A disk that failed to read, memory that ran out: nothing known of the data.
+            raise EngineError(f"{path.name} could not be checked: {exc}") from exc
         raise CheckFailed(f"{path.name} failed {pragma}: {exc}") from exc
     if rows != ["ok"]:
         raise CheckFailed(f"{path.name} failed {pragma}: {'; '.join(map(str, rows))}")
@@ -441,6 +500,24 @@ class BackgroundCheck:
             self._thread.join(POLL_INTERVAL)
 
 
+def readable(path: Path, *, wait: float) -> bool:
+    """Whether a read transaction on the live database ``path`` can begin within ``wait``
+    seconds (False: a lock keeps readers out, in rollback-journal mode)."""
+    connection = connect(path, timeout=0)
+    try:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                return True
+            except sqlite3.OperationalError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(LOCK_RETRY)
+    finally:
+        connection.close()
+
+
 def has_table(path: Path, table: str) -> bool:
     connection = open_snapshot_file(path)
     try:
@@ -475,7 +552,8 @@ def restore_into(
     timeout: float = 5.0,
     progress: Progress | None = None,
     before_commit: Callable[[], None] | None = None,
-) -> None:
+    while_locked: Callable[[], None] | None = None,
+) -> str | None:
     """Write ``backup`` into the live database ``live`` through SQLite's backup API.
 
     The whole copy is one transaction on the live database: other connections see either
@@ -483,50 +561,58 @@ def restore_into(
     recovery, and stale ``-wal`` content cannot bring old rows back. Raises ``EngineError``
     with the live database unchanged when the copy cannot be done.
 
-    ``before_commit`` is called once every page but the last batch is written; whatever
-    it raises rolls the transaction back and is raised again, with the live database
-    unchanged. It lets a check of the backup run while the backup is being written.
+    ``while_locked`` is called once the restore holds the live database's write lock and
+    before it has written anything into its file: no one else can commit from then on, so
+    ``copy_database(live, ..., under_restore=True)`` made then holds exactly the data the
+    restore replaces. ``before_commit`` is called once every page but the last batch is
+    written. Whatever either raises rolls the transaction back and is raised again, with
+    the live database unchanged.
+
+    Returns None once the restored database passed quick_check, or why it could not be
+    checked (see ``check_restored``); ``CheckFailed`` means it was restored and is damaged.
     """
-    read_header(backup)
+    header = read_header(backup)
     src = open_snapshot_file(backup)
     try:
-        dst = connect(live, mode="rwc", timeout=timeout)
+        # Create the live database only where there is none: a name that does not lead to
+        # it must not become a new, empty database that is then reported as restored.
+        dst = connect(live, mode="rw" if live.exists() else "rwc", timeout=timeout)
         try:
             wal = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
             pages = int(src.execute("PRAGMA page_count").fetchone()[0])
-            expected = pages * int(src.execute("PRAGMA page_size").fetchone()[0])
+            expected = pages * page_size(header)
+            # Never all in one step: a step that copies the last page also commits, and
+            # while_locked must come between taking the lock and committing.
+            step = max(1, min(RESTORE_STEP_BYTES // page_size(header), pages - 1))
+            if while_locked is not None and pages < 2:
+                raise EngineError(f"{backup} holds no data to restore")
             watched = [Path(f"{live}-wal")] if wal else [Path(f"{live}-journal")]
-            if before_commit is not None and pages <= RESTORE_STEP:
+            if before_commit is not None and pages <= step:
                 # One step copies it all, and commits: before_commit goes first.
                 before_commit()
                 before_commit = None
             deadline = time.monotonic() + timeout
             guard = _backup_step_guard(deadline, f"Could not write {live}")
-            step = _gated(guard, before_commit)
+            on_step = _gated(guard, step, while_locked, before_commit)
             # The backup API retries a busy step itself, every LOCK_RETRY; SQLite's own busy
             # handler would wait up to 100 ms between tries, and against a writer that holds
             # its lock all but a moment between commits, a restore in rollback-journal mode
             # then waited from 10 s to over a minute for its turn.
             dst.execute("PRAGMA busy_timeout=0")
+            dst.execute(f"PRAGMA cache_size=-{RESTORE_CACHE_KIB}")
             with _Watcher(watched, expected, progress).running():
                 try:
-                    src.backup(dst, pages=RESTORE_STEP, progress=step, sleep=LOCK_RETRY)
+                    src.backup(dst, pages=step, progress=on_step, sleep=LOCK_RETRY)
                 except BaseException:
                     if wal:
                         # Rolled back; but the -wal keeps the size of what was written into
                         # it (up to the whole database) until a checkpoint truncates it.
                         with contextlib.suppress(sqlite3.Error):
-                            _checkpoint_and_truncate(dst)
+                            _checkpoint(dst)
                     raise
             if wal:
                 _checkpoint_restored(dst, live)
-            dst.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            try:
-                rows = [row[0] for row in dst.execute("PRAGMA quick_check").fetchmany(5)]
-            except sqlite3.Error as exc:  # pragma: no cover - a disk failing after the commit
-                # Committed: the caller must treat the live database as changed.
-                message = f"{live.name} was restored, but could not be checked: {exc}"
-                raise CheckFailed(message) from exc
+            return check_restored(dst, live, timeout)
         finally:
             dst.close()
     except sqlite3.Error as exc:
@@ -534,15 +620,36 @@ def restore_into(
         raise EngineError(f"Could not restore into {live}: {_explain(exc, live)}") from exc
     finally:
         src.close()
-    if rows != ["ok"]:  # pragma: no cover - needs a disk that damages what SQLite just wrote
-        raise CheckFailed(f"{live.name} failed quick_check after the restore: {rows}")
+
+
+def check_restored(connection: sqlite3.Connection, live: Path, timeout: float) -> str | None:
+    """quick_check ``live`` through ``connection`` right after a restore committed into it.
+
+    None if it passed. A check that could not run (the database stayed busy or locked for
+    ``timeout``, it was interrupted, the disk failed to read) says nothing about the data:
+    its reason is returned, and the restore stands. ``CheckFailed`` only for damage that
+    SQLite found.
+    """
+    # SQLite's busy handler retries a busy check until the timeout.
+    connection.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    try:
+        rows = [row[0] for row in connection.execute("PRAGMA quick_check").fetchmany(5)]
+    except sqlite3.Error as exc:
+        if not is_damage(exc):
+            return f"{live.name} was restored, but could not be checked: {exc}"
+        raise CheckFailed(f"{live.name} failed quick_check after the restore: {exc}") from exc
+    if rows != ["ok"]:
+        raise CheckFailed(
+            f"{live.name} failed quick_check after the restore: {'; '.join(map(str, rows))}"
+        )
+    return None
 
 
 def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
     # Move the restored pages from the WAL into the database file now, rather than leaving
     # a WAL as large as the database for the next writer to pay for.
     try:
-        _checkpoint_and_truncate(connection)
+        _checkpoint(connection)
     except sqlite3.Error as exc:
         # The restore is committed (and synced) in the -wal, and every reader sees it there:
         # failing now would report a restore that happened as one that did not. SQLite
@@ -550,11 +657,15 @@ def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
         logger.warning("Restored %s, but could not checkpoint its -wal yet: %s", live, exc)
 
 
-def _checkpoint_and_truncate(connection: sqlite3.Connection) -> None:
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    # TRUNCATE also gives the -wal's space back, but it resets the -wal, and on a SQLite
+    # with the WAL-reset bug a reset racing a writer can corrupt the database: there a
+    # PASSIVE checkpoint moves the pages, and the -wal keeps its size until it is reused.
     # TRUNCATE waits for readers while holding the write lock: wait only briefly, so the
     # site's writers are not kept out for the whole LOCK_TIMEOUT.
     connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
-    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    how = "PASSIVE" if HAS_WAL_RESET_BUG else "TRUNCATE"
+    connection.execute(f"PRAGMA wal_checkpoint({how})").fetchall()
 
 
 def _roll_back_hot_journal(live: Path) -> None:

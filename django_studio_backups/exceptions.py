@@ -10,7 +10,15 @@ class BackupFailed(BackupError):
 
 
 class RestoreFailed(BackupError):
-    pass
+    """A restore that did not happen, or did not stand.
+
+    ``database_changed`` is False when the live database holds the data it held before the
+    restore (the message says where anything written meanwhile went).
+    """
+
+    def __init__(self, message: str, *, database_changed: bool = False) -> None:
+        super().__init__(message)
+        self.database_changed = database_changed
 
 
 class BackupNotFound(RestoreFailed):

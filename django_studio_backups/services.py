@@ -29,6 +29,9 @@ from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed,
 logger = logging.getLogger("django_studio_backups")
 
 NO_BACKUP = "—"
+# How long a backup inside atomic() waits for the database to be readable before taking
+# the lock for its caller's own (other processes' commits take milliseconds).
+SELF_LOCK_WAIT = 1.0
 MIGRATIONS_QUERY = "SELECT app, name FROM django_migrations ORDER BY id"
 
 
@@ -86,12 +89,29 @@ class RestoreReport:
     # Migrations the current code has that the backup lacks, and the reverse.
     missing_migrations: list[tuple[str, str]] = field(default_factory=list)
     unknown_migrations: list[tuple[str, str]] = field(default_factory=list)
+    # Why the restored database could not be checked right after the restore (it stayed
+    # busy); None once it passed. The restore stands either way.
+    warning: str | None = None
+
+    @property
+    def checked(self) -> bool:
+        return self.warning is None
 
 
 @dataclass(frozen=True)
 class Failure:
     at: datetime
     reason: str
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A fresh copy of the live database failed SQLite's check: the database is damaged."""
+
+    at: datetime
+    reason: str
+    # The newest backup that passed integrity_check, the one to restore; None if none did.
+    newest_good: BackupFile | None
 
 
 def backup_now(
@@ -108,6 +128,7 @@ def backup_now(
     """
     config = get_config(using)
     try:
+        _refuse_inside_a_transaction(config)
         with _exclusive(config, BackupFailed):
             backup = _back_up(config, kind, progress, note=note)
     except BackupFailed as exc:
@@ -124,11 +145,13 @@ def backup_if_needed(
     """Make the daily backup unless one exists for today; None when none was needed."""
     config = get_config(using)
     try:
+        _refuse_inside_a_transaction(config)
         with _exclusive(config, BackupFailed):
             last = _last_backup_at(config)
             today = timezone.now().astimezone(config.time_zone).date()
             if last is not None and last.astimezone(config.time_zone).date() == today:
                 logger.info("A backup of %s already exists for %s", config.database_path, today)
+                _check_newest_in_full(config)
                 return None
             backup = _back_up(config, "daily", progress)
     except BackupFailed as exc:
@@ -176,6 +199,20 @@ def last_failure(*, using: str | None = None) -> Failure | None:
     return Failure(at=failed_at, reason=reason)
 
 
+def live_damage(*, using: str | None = None) -> Damage | None:
+    """Why the live database is known to be damaged, and which backup to restore; None
+    unless a fresh copy of it failed SQLite's check since it last passed one."""
+    config = get_config(using)
+    damaged_at = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT)
+    if damaged_at is None:
+        return None
+    try:
+        reason = str(state.read(config.state_file).get(state.LIVE_DAMAGED_REASON, ""))
+    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
+        reason = ""
+    return Damage(damaged_at, reason, _newest_verified(config))
+
+
 def record_failure(reason: str, *, kind: str, using: str | None = None) -> None:
     """Log, record in the state file and signal a failed attempt to back up.
 
@@ -204,18 +241,12 @@ def restore(
         with _exclusive(config, RestoreFailed):
             backup = _find(config, name_or_path)
             # integrity_check takes five times as long as anything else a restore does before
-            # it writes (5 s per GiB): it runs alongside the other checks, the safety backup
-            # and (in WAL mode) the copy into the live database, which commits only once it
-            # has passed.
+            # it writes (see bench/RESULTS.md): it runs alongside the other checks, the safety
+            # backup and (in WAL mode) the copy into the live database, which commits only
+            # once it has passed.
             with engine.BackgroundCheck(backup.path, full=True) as integrity:
                 live_in_wal_mode = _validate(config, backup)
                 missing, unknown = migration_difference(backup)
-                safety = None
-                if _has_data(config.database_path):
-                    try:
-                        safety = _publish_backup(config, "safety", None)
-                    except BackupFailed as exc:
-                        raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
 
                 def passed() -> None:
                     integrity.wait()
@@ -225,8 +256,8 @@ def restore(
                             f"{backup.name} cannot be restored: {failure}"
                         ) from failure
 
-                _restore_file(
-                    config, backup, safety, progress, passed, wait_first=not live_in_wal_mode
+                safety, warning = _restore_file(
+                    config, backup, progress, passed, wait_first=not live_in_wal_mode
                 )
             # Recorded (and pruned) only once the restore has worked: a restore that fails
             # leaves no safety backup, costs the oldest real backup nothing, and does not
@@ -235,6 +266,9 @@ def restore(
                 _record_backup(config, safety, protected={backup.path})
             else:
                 _prune(config, protected={backup.path})
+            if warning is None:
+                # The live database now holds a backup that passed integrity_check.
+                _clear_damage_alarm(config)
     except RestoreFailed as exc:
         logger.error("Restore into %s failed: %s", config.database_path, exc)
         raise
@@ -244,10 +278,12 @@ def restore(
         backup.name,
         safety.name if safety else "none, there was no database",
     )
+    if warning is not None:
+        logger.warning("%s. It was not put back: being busy is no sign of damage.", warning)
     signals.send(signals.backup_restored, backup=backup, safety_backup=safety, using=config.alias)
     if safety is not None:
         offsite.copy_new_backup(safety, config)
-    return RestoreReport(backup, safety, missing, unknown)
+    return RestoreReport(backup, safety, missing, unknown, warning)
 
 
 def restore_offsite(
@@ -273,8 +309,15 @@ def verify(
     config = get_config(using)
     if not isinstance(backup, BackupFile):
         backup = _find(config, backup)
+    return _verify(config, backup, full)[0]
+
+
+def _verify(config: Config, backup: BackupFile, full: bool) -> tuple[list[str], bool]:
+    """(the problems found, whether the file is byte for byte the one its manifest
+    describes); the result is recorded in the manifest."""
     problems = []
     expected = backup.sha256
+    faithful = False
     try:
         if expected is not None and backup.manifest.get("size") != backup.path.stat().st_size:
             problems.append(
@@ -283,24 +326,28 @@ def verify(
             )
         elif expected is not None and engine.sha256_of(backup.path) != expected:
             problems.append(f"{backup.name} does not match the SHA-256 in its manifest")
+        else:
+            faithful = expected is not None
         engine.check(backup.path, full=full)
     except engine.EngineError as exc:
         problems.append(str(exc))
     except OSError as exc:
         problems.append(f"Could not read {backup.name}: {exc}")
+    # A file whose SHA-256 still matches is the file that passed integrity_check before.
+    still_full = expected is not None and backup.check == archive.FULL_CHECK
     if backup.manifest:
         manifest = {
             **backup.manifest,
             "verification": {
                 "ok": not problems,
-                "check": "integrity_check" if full else "quick_check",
+                "check": archive.FULL_CHECK if full or still_full else "quick_check",
                 "at": state.isoformat(timezone.now().astimezone(config.time_zone)),
                 "problems": problems,
             },
         }
         with contextlib.suppress(OSError):
             archive.replace_json(backup.manifest_path, manifest)
-    return problems
+    return problems, faithful
 
 
 def delete_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:
@@ -364,15 +411,48 @@ def _publish_backup(
     kind: str,
     progress: engine.Progress | None,
     note: Mapping[str, Any] | None = None,
+    *,
+    under_restore: bool = False,
 ) -> BackupFile:
-    """Copy, check and publish one backup; the caller holds the lock."""
+    """Copy, check and publish one backup; the caller holds the lock.
+
+    The daily backup, where time does not matter, runs integrity_check, the check a restore
+    runs; the others run quick_check and count as verified only once a full check passed
+    (or the daily job gives them one, see ``_check_newest_in_full``).
+    A copy that fails its check means the live database itself is damaged: that raises the
+    alarm (``live_damage``).
+    """
     started = timezone.now().astimezone(config.time_zone)
     temporary = archive.temporary_path(config.directory)
+    # While the live database is known to be damaged, every backup (but the safety backup,
+    # made under a restore's lock) runs the full check: one that passes ends the alarm.
+    full = kind == "daily" or (
+        not under_restore
+        and state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
+    )
     try:
         engine.copy_database(
-            config.database_path, temporary, timeout=config.lock_timeout, progress=progress
+            config.database_path,
+            temporary,
+            timeout=config.lock_timeout,
+            progress=progress,
+            under_restore=under_restore,
         )
-        manifest = {**(note or {}), **_checked_manifest(config, temporary, kind, started)}
+        try:
+            manifest = {
+                **(note or {}),
+                **_checked_manifest(config, temporary, kind, started, full),
+            }
+        except engine.CheckFailed as exc:
+            # The copy is faithful, so the live database is damaged. The copy may still hold
+            # the newest rows, which nothing else has: it is kept, as not verified. A restore
+            # (which replaces what is live, damaged or not) goes on.
+            reason = _raise_damage_alarm(config, str(exc).replace(temporary.name, "the copy"))
+            kept = _publish_unchecked(config, temporary, kind, started, reason)
+            if under_restore:
+                logger.error("%s", reason)
+                return kept
+            raise BackupFailed(f"{reason} The copy is kept as {kept.name}, not verified.") from exc
         path = archive.publish(
             temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest
         )
@@ -380,7 +460,53 @@ def _publish_backup(
         temporary.unlink(missing_ok=True)
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
         raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
+    if full:
+        _clear_damage_alarm(config)
     return archive.backup_file(path)
+
+
+def _raise_damage_alarm(config: Config, problem: str) -> str:
+    """Record that the live database is damaged; the reason to report, naming the backup to
+    restore."""
+    state.update(
+        config.state_file,
+        **{
+            state.LIVE_DAMAGED_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
+            state.LIVE_DAMAGED_REASON: problem,
+        },
+    )
+    good = _newest_verified(config)
+    advice = (
+        f"restore {good.name}, the newest backup that passed integrity_check"
+        if good is not None
+        else "no backup has passed integrity_check yet"
+    )
+    return (
+        f"The live database {config.database_path} is damaged: a fresh copy of it failed "
+        f"SQLite's check ({problem}); {advice}."
+    )
+
+
+def _check_newest_in_full(config: Config) -> None:
+    """The daily job's full check, on a day whose backup was made already (by hand, before
+    a migrate or a restore): the newest backup gets integrity_check unless it passed it."""
+    newest = next(iter(archive.list_backup_files(config.directory)), None)
+    if newest is None or newest.verified or newest.check is None:
+        return  # nothing to check, verified already, or failed already (and reported)
+    problems, faithful = _verify(config, newest, full=True)
+    if problems and faithful:
+        # The file is the copy that was made, so the database it was copied from failed.
+        raise BackupFailed(_raise_damage_alarm(config, "; ".join(problems)))
+    if not problems:
+        _clear_damage_alarm(config)
+
+
+def _clear_damage_alarm(config: Config) -> None:
+    state.update(config.state_file, remove=(state.LIVE_DAMAGED_AT, state.LIVE_DAMAGED_REASON))
+
+
+def _newest_verified(config: Config) -> BackupFile | None:
+    return next((b for b in archive.list_backup_files(config.directory) if b.verified), None)
 
 
 def _record_backup(config: Config, backup: BackupFile, protected: Collection[Path] = ()) -> None:
@@ -397,7 +523,7 @@ def _record_backup(config: Config, backup: BackupFile, protected: Collection[Pat
 
 
 def _checked_manifest(
-    config: Config, temporary: Path, kind: str, started: datetime
+    config: Config, temporary: Path, kind: str, started: datetime, full: bool
 ) -> dict[str, Any]:
     # Hashing and quick_check each read the whole file; both release the GIL, so they
     # run side by side on two cores.
@@ -412,7 +538,7 @@ def _checked_manifest(
     hasher = threading.Thread(target=hash_file, name="studio-backups-sha256")
     hasher.start()
     try:
-        engine.check(temporary)
+        engine.check(temporary, full=full)
     finally:
         hasher.join()
     if isinstance(digest[0], BaseException):  # pragma: no cover - see hash_file
@@ -427,7 +553,11 @@ def _checked_manifest(
         "app_version": __version__,
         "source": {"alias": config.alias, "path": str(config.database_path)},
         "migrations": _recorded_migrations(temporary),
-        "verification": {"ok": True, "check": "quick_check", "at": state.isoformat(started)},
+        "verification": {
+            "ok": True,
+            "check": archive.FULL_CHECK if full else "quick_check",
+            "at": state.isoformat(started),
+        },
     }
 
 
@@ -439,6 +569,10 @@ def _recorded_migrations(path: Path) -> list[tuple[str, str]]:
 
 def _prune(config: Config, protected: Collection[Path]) -> None:
     listed = archive.list_backup_files(config.directory)
+    # Never the last backup that a restore would accept.
+    newest_verified = next((b.path for b in listed if b.verified), None)
+    if newest_verified is not None:
+        protected = {*protected, newest_verified}
     for backup in retention.expired(listed, config.max_backups, protected):
         try:
             _delete(backup, BackupFailed)
@@ -522,47 +656,61 @@ def _validate(config: Config, backup: BackupFile) -> bool:
             return False
         live = engine.read_live_header(config.database_path)
         restored = engine.read_header(backup.path)
-        # Bytes 18-19 of the header are 2 in WAL mode. SQLite cannot change the page size
-        # of a database in WAL mode.
-        if live[18] == 2 and engine.page_size(live) != engine.page_size(restored):
+        # SQLite cannot change the page size of a database in WAL mode.
+        if engine.is_wal(live) and engine.page_size(live) != engine.page_size(restored):
             raise engine.CheckFailed(
                 f"its page size ({engine.page_size(restored)} bytes) differs from the live "
                 f"database's ({engine.page_size(live)} bytes), which is in WAL mode"
             )
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
-    return live[18] == 2
+    return engine.is_wal(live)
 
 
 def _restore_file(
     config: Config,
     backup: BackupFile,
-    safety: BackupFile | None,
     progress: engine.Progress | None,
     before_commit: Callable[[], None],
     *,
     wait_first: bool,
-) -> None:
+) -> tuple[BackupFile | None, str | None]:
+    """Restore ``backup`` into the live database after a safety backup of it, taken under
+    the restore's own write lock; (the safety backup, why the result is unchecked)."""
+    safety: BackupFile | None = None
+
+    def take_safety_backup() -> None:
+        # Called once the restore holds the write lock: no one can commit between this
+        # copy and the restore, so it is exactly the data that the restore replaces.
+        nonlocal safety
+        try:
+            safety = _publish_backup(config, "safety", None, under_restore=True)
+        except BackupFailed as exc:
+            raise RestoreFailed(f"No restore without a safety backup: {exc}") from exc
+
     _close_connections(config.alias)
     try:
         if wait_first:
             # In rollback-journal mode the copy's lock keeps the site's readers out too, so
             # it is not held while the check ends: the check ends first.
             before_commit()
-        engine.restore_into(
+        warning = engine.restore_into(
             backup.path,
             config.database_path,
             timeout=config.lock_timeout,
             progress=progress,
             before_commit=None if wait_first else before_commit,
+            while_locked=take_safety_backup if _has_data(config.database_path) else None,
         )
     except engine.CheckFailed as exc:
-        # The restore was committed: the safety backup holds the data it replaced, so it
-        # stays (and counts), whether or not putting it back works.
-        if safety is not None:
-            _put_back(config, safety)
-            _record_backup(config, safety, protected={backup.path})
-        raise RestoreFailed(str(exc)) from exc
+        # Committed, and SQLite found the restored database damaged: the safety backup
+        # holds the data it replaced, so it stays (and counts), whatever happens next.
+        if safety is None:
+            raise RestoreFailed(
+                f"{exc}; there was no database before it to put back", database_changed=True
+            ) from exc
+        _record_backup(config, safety, protected={backup.path})
+        raise _put_back(config, safety, str(exc)) from exc
     except (RestoreFailed, engine.EngineError, sqlite3.Error, OSError) as exc:
         # Refused by before_commit, or rolled back: the live database is as it was, so
         # the safety backup is a second copy of it. (Anything else, a KeyboardInterrupt
@@ -579,18 +727,109 @@ def _restore_file(
         # Django's connections may hold pages of the old database in their caches;
         # the next query opens a fresh connection and sees the restored data.
         _close_connections(config.alias)
+    return safety, warning
 
 
-def _put_back(config: Config, safety: BackupFile) -> None:
+def _put_back(config: Config, safety: BackupFile, problem: str) -> RestoreFailed:
+    """Put ``safety`` back over a restored database that failed its check, after keeping a
+    copy of what is live then (with anything written since the restore); what to raise."""
+    kept: list[BackupFile] = []
+
+    def keep_what_is_live() -> None:
+        kept.append(_publish_damaged(config, problem))
+
     try:
-        engine.restore_into(safety.path, config.database_path, timeout=config.lock_timeout)
-    except engine.EngineError as exc:  # pragma: no cover - needs two independent failures
+        engine.restore_into(
+            safety.path,
+            config.database_path,
+            timeout=config.lock_timeout,
+            while_locked=keep_what_is_live,
+        )
+    except engine.CheckFailed as exc:
+        # Put back, and committed: but the data from before fails its check too (it was
+        # damaged already, and the safety backup kept it as it was).
         logger.critical(
-            "The live database %s failed its check after a restore and could not be put back "
-            "from the safety backup %s: %s",
+            "The live database %s failed its check after a restore; the safety backup %s was "
+            "put back, and fails its check too: %s",
             config.database_path,
             safety.path,
             exc,
+        )
+        return RestoreFailed(
+            f"{problem}. The data from before the restore was put back from {safety.name}, "
+            f"and fails its check too ({exc}); what the database held just before that is "
+            f"kept in {kept[0].name}"
+        )
+    except (engine.EngineError, BackupFailed, sqlite3.Error, OSError) as exc:
+        logger.critical(
+            "The live database %s failed its check after a restore and was not put back from "
+            "the safety backup %s: %s",
+            config.database_path,
+            safety.path,
+            exc,
+        )
+        return RestoreFailed(
+            f"{problem}. It could not be put back from the safety backup {safety.name} "
+            f"({exc}): the live database is the restored one",
+            database_changed=True,
+        )
+    return RestoreFailed(
+        f"{problem}. The data from before the restore was put back from {safety.name}; "
+        f"what the database held just before that is kept in {kept[0].name}"
+    )
+
+
+def _publish_damaged(config: Config, problem: str) -> BackupFile:
+    """Keep a copy of the live database as it is, unchecked (it is known to be damaged);
+    called under a restore's write lock."""
+    started = timezone.now().astimezone(config.time_zone)
+    temporary = archive.temporary_path(config.directory)
+    try:
+        engine.copy_database(
+            config.database_path, temporary, timeout=config.lock_timeout, under_restore=True
+        )
+        return _publish_unchecked(config, temporary, "damaged", started, problem)
+    except (engine.EngineError, OSError) as exc:
+        temporary.unlink(missing_ok=True)
+        archive.manifest_path_for(temporary).unlink(missing_ok=True)
+        raise BackupFailed(f"Could not keep a copy of {config.database_path}: {exc}") from exc
+
+
+def _publish_unchecked(
+    config: Config, temporary: Path, kind: str, started: datetime, problem: str
+) -> BackupFile:
+    """Publish a copy that failed its check, as a backup that is not verified."""
+    manifest = {
+        "format": 1,
+        "kind": kind,
+        "created_at": state.isoformat(started),
+        "size": temporary.stat().st_size,
+        "sha256": engine.sha256_of(temporary),
+        "sqlite_version": sqlite3.sqlite_version,
+        "app_version": __version__,
+        "source": {"alias": config.alias, "path": str(config.database_path)},
+        "verification": {"ok": False, "at": state.isoformat(started), "problems": [problem]},
+    }
+    path = archive.publish(temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest)
+    return archive.backup_file(path)
+
+
+def _refuse_inside_a_transaction(config: Config) -> None:
+    if not connections[config.alias].in_atomic_block:
+        return
+    try:
+        wal = engine.is_wal(engine.read_live_header(config.database_path))
+    except (engine.EngineError, OSError):
+        return  # no database yet: the backup itself says why it cannot be made
+    # In WAL mode a backup reads what is committed beside the transaction. With a rollback
+    # journal, writes that spilled out of SQLite's cache lock the file against every reader,
+    # this process's own backup too, until the transaction ends: waiting cannot help.
+    if not wal and not engine.readable(config.database_path, wait=SELF_LOCK_WAIT):
+        raise BackupFailed(
+            "A backup cannot run inside this transaction (atomic()): the database uses a "
+            "rollback journal, and it stayed locked, most likely by the transaction's own "
+            "uncommitted writes. Back up after the transaction, for example from "
+            "transaction.on_commit()."
         )
 
 

@@ -20,6 +20,10 @@ logger = logging.getLogger("django_studio_backups")
 LAST_BACKUP_AT = "last_backup_at"
 LAST_FAILURE_AT = "last_backup_failed_at"
 LAST_FAILURE_REASON = "last_backup_error"
+# Set when a fresh copy of the live database failed SQLite's check: the database itself is
+# damaged. Cleared by a later copy that passes integrity_check, or by a checked restore.
+LIVE_DAMAGED_AT = "live_database_damaged_at"
+LIVE_DAMAGED_REASON = "live_database_damage"
 LOCK_TIMEOUT = 10.0
 
 

@@ -36,6 +36,46 @@ def writer(database: Path, journal_mode: str, stop: Path) -> None:
     connection.close()
 
 
+def client_writer(database: Path, stop: Path, log: Path) -> None:
+    """Add clients named w0, w1, ... one commit each, every 2 ms, until ``stop`` exists.
+
+    Each number is appended to ``log`` only once its commit has returned, so the log lists
+    exactly the rows this process knows to be committed. A commit that the database refuses
+    (locked past the busy timeout) is tried again with the same number.
+    """
+    connection = sqlite3.connect(database, timeout=30, isolation_level=None)
+    ready = stop.with_suffix(".ready")
+    n = 0
+    with open(log, "a", encoding="ascii") as committed:
+        while not stop.exists():
+            try:
+                connection.execute("INSERT INTO studio_client (name) VALUES (?)", (f"w{n}",))
+            except sqlite3.OperationalError:
+                continue
+            committed.write(f"{n}\n")
+            committed.flush()
+            n += 1
+            if n == 20:
+                ready.touch()
+            time.sleep(0.002)
+    connection.close()
+
+
+def locker(database: Path, cue: Path, hold: float) -> None:
+    """Once ``cue`` exists, lock ``database`` exclusively, add the client "late", say
+    "locked", and commit only ``hold`` seconds later."""
+    connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+    print("ready", flush=True)
+    while not cue.exists():
+        time.sleep(0.001)
+    connection.execute("BEGIN EXCLUSIVE")
+    connection.execute("INSERT INTO studio_client (name) VALUES ('late')")
+    print("locked", flush=True)
+    time.sleep(hold)
+    connection.execute("COMMIT")
+    connection.close()
+
+
 ACCOUNTS = 2000
 TOTAL_BALANCE = ACCOUNTS * 100
 
@@ -108,6 +148,10 @@ if __name__ == "__main__":
     command = sys.argv[1]
     if command == "writer":
         writer(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
+    elif command == "client-writer":
+        client_writer(Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
+    elif command == "locker":
+        locker(Path(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))
     elif command == "shuffler":
         shuffler(Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4]))
     elif command == "service":

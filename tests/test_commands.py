@@ -84,7 +84,7 @@ def test_list_backups_table_and_json(studio_db: StudioDB) -> None:
     table = call("list_backups").splitlines()
     assert table[0].split() == ["NAME", "DATE", "SIZE", "KIND", "VERIFIED"]
     assert table[1].startswith(path.name)
-    assert table[1].split()[-2:] == ["manual", "yes"]
+    assert table[1].split()[-2:] == ["manual", "quick"]
     rows = json.loads(call("list_backups", "--json"))
     assert rows[0]["name"] == path.name
     assert rows[0]["path"] == str(path)

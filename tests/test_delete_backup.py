@@ -45,7 +45,7 @@ def test_a_file_that_cannot_be_removed(studio_db: StudioDB) -> None:
         with pytest.raises(DeleteFailed, match=f"Could not delete {backup.name}: "):
             services.delete_backup(backup.name)
         assert [b.name for b in services.backups()] == [backup.name]
-        assert services.backups()[0].verified
+        assert services.backups()[0].check == "quick_check"
 
 
 def test_a_manifest_that_cannot_be_removed(

@@ -71,7 +71,9 @@ def test_list_backups_gives_the_seed_keys_newest_first(studio_db: StudioDB) -> N
     assert oldest["display"] == "04/03/2026 15:30"
     assert oldest["created_at"] == datetime(2026, 3, 4, 15, 30, 45, tzinfo=HERMOSILLO)
     assert oldest["kind"] == "manual"
-    assert oldest["verified"] is True
+    # Checked with quick_check; only integrity_check, the check a restore runs, verifies.
+    assert oldest["verified"] is False
+    assert oldest["check"] == "quick_check"
     assert oldest["sha256"] == engine.sha256_of(first)
 
 
@@ -597,6 +599,12 @@ def test_migration_difference(studio_db: StudioDB) -> None:
 def test_verify_finds_changed_and_damaged_backups(studio_db: StudioDB) -> None:
     good = services.backup_now()
     assert services.verify(good) == []
+    assert not services.find_backup(good.name).verified
+    assert services.verify(good, full=True) == []
+    assert services.find_backup(good.name).verified
+    # A quick re-check of a file whose SHA-256 still matches keeps its full verification.
+    assert services.verify(good.name) == []
+    assert services.find_backup(good.name).check == "integrity_check"
     grown = services.backup_now()
     with open(grown.path, "ab") as f:
         f.write(b"\x00" * 10)

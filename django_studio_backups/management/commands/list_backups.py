@@ -8,6 +8,9 @@ from django.core.management.base import BaseCommand, CommandParser
 from ... import offsite, services
 from ..base import add_database_argument, command_errors, human_size
 
+# "yes": passed integrity_check, the check a restore runs; "quick": quick_check only so far.
+VERIFIED = {"integrity_check": "yes", "quick_check": "quick"}
+
 
 class Command(BaseCommand):
     # Mistakes in the settings surface as a one-line CommandError when the command runs.
@@ -47,7 +50,7 @@ class Command(BaseCommand):
         for row in rows:
             self.stdout.write(
                 f"{row['name']:<{width}}  {row['display']:<16}  {human_size(row['size']):>10}  "
-                f"{row['kind']:<11}  {'yes' if row['verified'] else 'no'}"
+                f"{row['kind']:<11}  {VERIFIED.get(row['check'], 'no')}"
             )
 
     def _list_offsite(self, using: str | None, as_json: bool) -> None:

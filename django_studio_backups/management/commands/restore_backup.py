@@ -77,6 +77,12 @@ class Command(BaseCommand):
         self.stdout.write(f"Restored {report.restored.name}.")
         if report.safety_backup is not None:
             self.stdout.write(f"Safety backup of the previous data: {report.safety_backup.name}")
+        if report.warning is not None:
+            self.stderr.write(
+                f"Warning: {report.warning}. The restore stands; check the database with "
+                "`manage.py dbshell` and PRAGMA quick_check once it is quiet.",
+                style_func=self.style.WARNING,
+            )
 
     def _confirm(self, name: str, size: str) -> None:
         self.stdout.write(
