@@ -43,7 +43,6 @@ else:
 logger = logging.getLogger("django_studio_backups")
 
 STALE_AFTER = timedelta(days=1)
-TIME_FORMAT = "%d/%m/%Y %H:%M"
 
 KIND_LABELS = {
     "daily": gettext_lazy("daily"),
@@ -58,7 +57,7 @@ View = Callable[..., HttpResponseBase]
 
 def local_time(moment: datetime) -> str:
     # Times read back from files may carry any offset (UTC for a file's modification time).
-    return moment.astimezone(conf.get_config().time_zone).strftime(TIME_FORMAT)
+    return services.display_time(moment)
 
 
 def not_atomic(view: View) -> View:
@@ -187,7 +186,7 @@ class BackupAdmin(ModelAdmin):
         if failure is not None:
             warnings.append(
                 _("The last off-site copy, on %(when)s, failed: %(reason)s")
-                % {"when": local_time(failure[0]), "reason": failure[1]}
+                % {"when": local_time(failure.at), "reason": failure.reason}
             )
         return copied
 

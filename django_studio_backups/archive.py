@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
-from . import engine
+from . import engine, locking
 
 # backup_YYYYMMDD_HHMMSS.db, with _N added when a name of that second is taken already.
-NAME_PATTERN = re.compile(r"^backup_(\d{8})_(\d{6})(?:_([1-9]\d{0,5}))?\.db$")
+# This module is the one owner of the name: others build on NAME (a regex fragment with one
+# group, the whole name) and the functions below.
+STAMP_FORMAT = "%Y%m%d_%H%M%S"
+NAME = r"(backup_\d{8}_\d{6}(?:_[1-9]\d{0,5})?\.db)"
+NAME_PATTERN = re.compile(r"^backup_(\d{8}_\d{6})(?:_([1-9]\d{0,5}))?\.db$")
+# How the app shows a backup's time to people, in the studio's time zone.
+DISPLAY_FORMAT = "%d/%m/%Y %H:%M"
 MANIFEST_SUFFIX = ".json"
 TEMP_PREFIX = ".tmp-"
 PRIVATE_FILE = 0o600
@@ -100,7 +108,7 @@ class BackupFile:
         return [(str(app), str(name)) for app, name in value]
 
     def display(self, zone: tzinfo) -> str:
-        return self.created_at.astimezone(zone).strftime("%d/%m/%Y %H:%M")
+        return display(self.created_at, zone)
 
     def as_dict(self, zone: tzinfo) -> dict[str, Any]:
         return {
@@ -116,8 +124,36 @@ class BackupFile:
         }
 
 
+def display(moment: datetime, zone: tzinfo | None) -> str:
+    return moment.astimezone(zone).strftime(DISPLAY_FORMAT)
+
+
+def stamp(moment: datetime) -> str:
+    """The part of a backup's name that says when it was made (in ``moment``'s zone)."""
+    return moment.strftime(STAMP_FORMAT)
+
+
+def backup_name(stamp: str, sequence: int = 1) -> str:
+    return f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db"
+
+
+def parse_name(name: str) -> tuple[str, int] | None:
+    """(stamp, sequence) of a backup's name; None for any other name."""
+    match = NAME_PATTERN.match(name)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2) or 1)
+
+
+def name_order(name: str) -> tuple[str, int]:
+    """A sort key that puts backup names in the order they were made."""
+    parsed = parse_name(name)
+    assert parsed is not None, name
+    return parsed
+
+
 def is_backup_name(name: str) -> bool:
-    return NAME_PATTERN.match(name) is not None
+    return parse_name(name) is not None
 
 
 def manifest_path_for(path: Path) -> Path:
@@ -126,6 +162,21 @@ def manifest_path_for(path: Path) -> Path:
 
 def ensure_directory(directory: Path) -> None:
     directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def locked(
+    directory: Path, name: str, timeout: float, error: Callable[[str], Exception]
+) -> Iterator[None]:
+    """Hold the lock file ``name`` in the backup folder ``directory`` (made if need be),
+    waiting at most ``timeout`` seconds; ``error(reason)`` is raised if it cannot be had."""
+    with contextlib.ExitStack() as stack:
+        try:
+            ensure_directory(directory)
+            stack.enter_context(locking.exclusive(directory / name, timeout))
+        except (OSError, locking.LockTimeout) as exc:
+            raise error(f"Cannot use the backup folder {directory}: {exc}") from exc
+        yield
 
 
 # Listing reads a small JSON file per backup; a cache keyed on the file's identity keeps
@@ -177,7 +228,7 @@ def list_backup_files(directory: Path) -> list[BackupFile]:
             continue
         manifest = _listed_manifest(manifests.get(entry.name + MANIFEST_SUFFIX))
         found.append(_backup_file(Path(entry.path), stat, manifest))
-    found.sort(key=lambda b: (b.modified_at, _sequence(b.name)), reverse=True)
+    found.sort(key=lambda b: (b.modified_at, name_order(b.name)), reverse=True)
     return found
 
 
@@ -203,12 +254,6 @@ def _backup_file(path: Path, stat: os.stat_result, manifest: dict[str, Any]) -> 
         modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
         manifest=manifest,
     )
-
-
-def _sequence(name: str) -> tuple[str, int]:
-    match = NAME_PATTERN.match(name)
-    assert match is not None
-    return match.group(1) + match.group(2), int(match.group(3) or 1)
 
 
 def temporary_path(directory: Path, suffix: str = ".db") -> Path:
@@ -242,8 +287,7 @@ def publish(temporary: Path, directory: Path, stamp: str, manifest: dict[str, An
     """
     manifest_temporary = temporary.with_name(temporary.name + MANIFEST_SUFFIX)
     write_private_json(manifest_temporary, manifest)
-    sequence = _highest_sequence(directory, stamp) + 1
-    final = directory / (f"backup_{stamp}.db" if sequence == 1 else f"backup_{stamp}_{sequence}.db")
+    final = directory / backup_name(stamp, _highest_sequence(directory, stamp) + 1)
     os.replace(manifest_temporary, manifest_path_for(final))
     # link() fails if the name exists, where rename() would replace it.
     os.link(temporary, final)
@@ -258,9 +302,9 @@ def _highest_sequence(directory: Path, stamp: str) -> int:
     # never get a deleted one's name, by which downloads and off-site copies know it.
     highest = 0
     for entry in os.scandir(directory):
-        match = NAME_PATTERN.match(entry.name)
-        if match and f"{match.group(1)}_{match.group(2)}" == stamp:
-            highest = max(highest, int(match.group(3) or 1))
+        parsed = parse_name(entry.name)
+        if parsed is not None and parsed[0] == stamp:
+            highest = max(highest, parsed[1])
     return highest
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-COMPRESSIONS: dict[str | None, str] = {"zstd": ".zst", "gzip": ".gz", None: ""}
 ENCRYPTED_SUFFIX = ".age"
 CHUNK = 1024 * 1024
 ZSTD_LEVEL = 3
@@ -51,12 +52,14 @@ class _Compressor(Protocol):
 
 def suffix(compression: str | None, encrypted: bool) -> str:
     """What an encoded file's name adds to the backup's name: ``.zst.age``, ``.gz``, ..."""
-    return COMPRESSIONS[compression] + (ENCRYPTED_SUFFIX if encrypted else "")
+    return COMPRESSIONS[compression].suffix + (ENCRYPTED_SUFFIX if encrypted else "")
 
 
 def missing_packages(compression: str | None, encrypted: bool) -> list[str]:
     """The Python packages these options need that are not installed."""
-    needed = (["zstandard"] if compression == "zstd" else []) + (["pyrage"] if encrypted else [])
+    known = COMPRESSIONS.get(compression)
+    needed = [known.package] if known is not None and known.package else []
+    needed += ["pyrage"] if encrypted else []
     missing = []
     for package in needed:
         try:
@@ -265,16 +268,25 @@ class _Passthrough:
 
 
 def _compressor(compression: str | None) -> _Compressor:
-    if compression == "zstd":
-        import zstandard
+    return _known(compression).compressor()
 
-        return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS).compressobj()
-    if compression == "gzip":
-        # wbits 31: the gzip container, so that gunzip reads the file.
-        return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
-    if compression is None:
-        return _Passthrough()
-    raise CodecError(f"Unknown compression {compression!r}")
+
+def _known(compression: str | None) -> Compression:
+    try:
+        return COMPRESSIONS[compression]
+    except KeyError:
+        raise CodecError(f"Unknown compression {compression!r}") from None
+
+
+def _zstd_compressor() -> _Compressor:
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=ZSTD_THREADS).compressobj()
+
+
+def _gzip_compressor() -> _Compressor:
+    # wbits 31: the gzip container, so that gunzip reads the file.
+    return zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
 
 
 class _CompressingReader(io.RawIOBase):
@@ -306,13 +318,7 @@ class _Decompressor(Protocol):
 
 
 def _decompressor(compression: str | None, sink: Writable) -> _Decompressor:
-    if compression == "zstd":
-        return _ZstdWriter(sink)
-    if compression == "gzip":
-        return _GzipWriter(sink)
-    if compression is None:
-        return _PlainWriter(sink)
-    raise CodecError(f"Unknown compression {compression!r}")
+    return _known(compression).decompressor(sink)
 
 
 class _PlainWriter:
@@ -369,3 +375,26 @@ class _GzipWriter(_PlainWriter):
     def finish(self) -> None:
         if not self._inflater.eof:
             raise CodecError("The gzip stream ends early")
+
+
+@dataclass(frozen=True)
+class Compression:
+    # What it adds to a backup's name, and the Python package it needs (None: the stdlib).
+    suffix: str
+    package: str | None
+    compressor: Callable[[], _Compressor]
+    decompressor: Callable[[Writable], _Decompressor]
+
+
+# The one registry of compressions: settings, file names and cleanup all derive from it.
+COMPRESSIONS: dict[str | None, Compression] = {
+    "zstd": Compression(".zst", "zstandard", _zstd_compressor, _ZstdWriter),
+    "gzip": Compression(".gz", None, _gzip_compressor, _GzipWriter),
+    None: Compression("", None, _Passthrough, _PlainWriter),
+}
+# A regex fragment for whatever encoding adds to a backup's name.
+SUFFIXES = (
+    "(?:"
+    + "|".join(re.escape(c.suffix) for c in COMPRESSIONS.values() if c.suffix)
+    + f")?(?:{re.escape(ENCRYPTED_SUFFIX)})?"
+)

@@ -340,7 +340,6 @@ OFFSITE_DEFAULTS: dict[str, Any] = {
     "COMPRESS": "zstd",
     "ENCRYPT_TO": None,
 }
-COMPRESSIONS = ("zstd", "gzip", None)
 
 
 @dataclass(frozen=True)
@@ -384,12 +383,15 @@ def offsite_problems() -> list[Problem]:
                 "Add a storage for the copies to STORAGES and name its alias here.",
             )
         )
-    if options["COMPRESS"] not in COMPRESSIONS:
+    from . import codec
+
+    if options["COMPRESS"] not in codec.COMPRESSIONS:
+        known = [repr(name) for name in codec.COMPRESSIONS]
         found.append(
             Problem(
                 "studio_backups.E042",
-                "STUDIO_BACKUPS['OFFSITE']['COMPRESS'] must be 'zstd', 'gzip' or None, "
-                f"not {options['COMPRESS']!r}.",
+                f"STUDIO_BACKUPS['OFFSITE']['COMPRESS'] must be {', '.join(known[:-1])} or "
+                f"{known[-1]}, not {options['COMPRESS']!r}.",
             )
         )
     found.extend(_recipient_problems(options["ENCRYPT_TO"]))
@@ -405,8 +407,6 @@ def offsite_problems() -> list[Problem]:
             )
         )
     if not any(p.id in {"studio_backups.E042", "studio_backups.E043"} for p in found):
-        from . import codec
-
         missing = codec.missing_packages(options["COMPRESS"], bool(options["ENCRYPT_TO"]))
         if missing:
             found.append(

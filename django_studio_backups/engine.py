@@ -344,7 +344,7 @@ def _copy_files(
     try:
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        wal = str(src.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+        wal = _in_wal_mode(src)
         expected = database_size(src)
         # While the read transaction lasts, no checkpoint can move the writers' commits out
         # of the source's -wal, and with synchronous=NORMAL nothing syncs them either: the
@@ -540,9 +540,37 @@ def read_rows(path: Path, query: str) -> list[tuple[object, ...]]:
 def journal_mode(path: Path, *, timeout: float = 5.0) -> str:
     connection = connect(path, mode="ro", timeout=timeout)
     try:
-        return str(connection.execute("PRAGMA journal_mode").fetchone()[0])
+        return _journal_mode(connection)
     finally:
         connection.close()
+
+
+def _journal_mode(connection: sqlite3.Connection) -> str:
+    return str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+
+
+def _in_wal_mode(connection: sqlite3.Connection) -> bool:
+    return _journal_mode(connection) == "wal"
+
+
+def check_restorable(backup: Path, live: Path, *, sha256: str | None) -> None:
+    """Raise ``CheckFailed`` if ``backup`` cannot be restored over the live database ``live``:
+    it changed since its SHA-256 was taken, or its page size differs from that of a live
+    database in WAL mode. (``BackgroundCheck`` runs the integrity_check.)"""
+    if sha256 is not None and sha256_of(backup) != sha256:
+        raise CheckFailed(
+            "it does not match the SHA-256 in its manifest, so it changed after it was made"
+        )
+    if not live.exists() or live.stat().st_size == 0:
+        return  # no live database (or the empty file Django creates): nothing to match
+    current = read_live_header(live)
+    restored = read_header(backup)
+    # SQLite cannot change the page size of a database in WAL mode.
+    if is_wal(current) and page_size(current) != page_size(restored):
+        raise CheckFailed(
+            f"its page size ({page_size(restored)} bytes) differs from the live "
+            f"database's ({page_size(current)} bytes), which is in WAL mode"
+        )
 
 
 def restore_into(
@@ -578,7 +606,7 @@ def restore_into(
         # it must not become a new, empty database that is then reported as restored.
         dst = connect(live, mode="rw" if live.exists() else "rwc", timeout=timeout)
         try:
-            wal = str(dst.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal"
+            wal = _in_wal_mode(dst)
             pages = int(src.execute("PRAGMA page_count").fetchone()[0])
             expected = pages * page_size(header)
             # Never all in one step: a step that copies the last page also commits, and

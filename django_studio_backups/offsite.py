@@ -38,7 +38,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
 
-from . import archive, codec, engine, locking, state
+from . import archive, codec, engine, locking, retention, state
 from .archive import BackupFile
 from .conf import Config, OffsiteConfig, get_config, get_offsite_config
 from .exceptions import OffsiteFailed
@@ -48,14 +48,14 @@ logger = logging.getLogger("django_studio_backups")
 LOCK_NAME = ".offsite-lock"
 MANIFEST_SUFFIX = ".json"
 FORMAT = 1
-UPLOADED_AT = "offsite_uploaded_at"
-FAILED_AT = "offsite_failed_at"
-ERROR = "offsite_error"
+UPLOADED_AT = state.OFFSITE_UPLOADED_AT
+FAILED_AT = state.OFFSITE_FAILED_AT
+ERROR = state.OFFSITE_ERROR
 # A data object: a backup's name followed by the codec's suffixes.
-DATA_NAME = re.compile(r"^(backup_\d{8}_\d{6}(?:_[1-9]\d{0,5})?\.db)(?:\.zst|\.gz)?(?:\.age)?$")
+DATA_NAME = re.compile(f"^{archive.NAME}{codec.SUFFIXES}$")
 # Parts of a multipart S3 upload held in memory at once (see _limit_upload_buffers).
 UPLOAD_BUFFERS = 2
-MANIFEST_NAME = re.compile(r"^(backup_\d{8}_\d{6}(?:_[1-9]\d{0,5})?\.db)\.json$")
+MANIFEST_NAME = re.compile(f"^{archive.NAME}{re.escape(MANIFEST_SUFFIX)}$")
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class OffsiteCopy:
             "name": self.name,
             "object": self.object_name,
             "created_at": self.created_at,
-            "display": self.created_at.strftime("%d/%m/%Y %H:%M"),
+            "display": archive.display(self.created_at, self.created_at.tzinfo),
             "size": self.size,
             "database_size": self.database_size,
             "compression": self.compression,
@@ -171,9 +171,11 @@ def sync(*, using: str | None = None) -> SyncReport:
         files = _listing(storage)
         present = _complete(storage, files)
         local = {b.name: b for b in archive.list_backup_files(config.directory)}
-        wanted = sorted({*local, *present}, key=_order, reverse=True)[: offsite.max_backups]
+        wanted = sorted({*local, *present}, key=archive.name_order, reverse=True)[
+            : offsite.max_backups
+        ]
         # wanted holds local and present names only, so what is missing is local.
-        for name in sorted(set(wanted) - set(present), key=_order):
+        for name in sorted(set(wanted) - set(present), key=archive.name_order):
             try:
                 copy = _upload(config, offsite, storage, local[name], files)
             except OffsiteFailed as exc:
@@ -233,20 +235,11 @@ def _download(
     return archive.backup_file(path)
 
 
-def last_failure(*, using: str | None = None) -> tuple[datetime, str] | None:
+def last_failure(*, using: str | None = None) -> state.Failure | None:
     """When and why the last off-site copy failed, if no copy was made since."""
     config = get_config(using)
-    failed_at = state.read_datetime(config.state_file, FAILED_AT)
-    if failed_at is None:
-        return None
     uploaded_at = state.read_datetime(config.state_file, UPLOADED_AT)
-    if uploaded_at is not None and uploaded_at >= failed_at:
-        return None
-    try:
-        reason = str(state.read(config.state_file).get(ERROR, ""))
-    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
-        reason = ""
-    return failed_at, reason
+    return state.last_failure(config.state_file, state.OFFSITE, uploaded_at)
 
 
 # Internals -----------------------------------------------------------------------------
@@ -296,18 +289,8 @@ def _limit_upload_buffers(storage: Storage) -> None:
         storage.transfer_config = config  # type: ignore[attr-defined]
 
 
-@contextlib.contextmanager
-def _lock(config: Config, name: str = LOCK_NAME) -> Iterator[None]:
-    try:
-        archive.ensure_directory(config.directory)
-        lock = locking.exclusive(config.directory / name, config.lock_timeout)
-        lock.__enter__()
-    except (OSError, locking.LockTimeout) as exc:
-        raise OffsiteFailed(f"Cannot lock the backup folder {config.directory}: {exc}") from exc
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+def _lock(config: Config, name: str = LOCK_NAME) -> contextlib.AbstractContextManager[None]:
+    return archive.locked(config.directory, name, config.lock_timeout, OffsiteFailed)
 
 
 @contextlib.contextmanager
@@ -358,14 +341,8 @@ def _read_manifest(storage: Storage, file_name: str) -> dict[str, Any] | None:
     return None
 
 
-def _order(name: str) -> tuple[str, int]:
-    match = archive.NAME_PATTERN.match(name)
-    assert match is not None
-    return match.group(1) + match.group(2), int(match.group(3) or 1)
-
-
 def _sorted(found: Iterable[OffsiteCopy]) -> list[OffsiteCopy]:
-    return sorted(found, key=lambda c: _order(c.name), reverse=True)
+    return sorted(found, key=lambda c: archive.name_order(c.name), reverse=True)
 
 
 def _upload(
@@ -458,14 +435,8 @@ def _prune(offsite: OffsiteConfig, storage: Storage, keep: set[str]) -> list[str
     """Delete copies past MAX_BACKUPS (``keep`` stays and counts) and upload leftovers."""
     files = _listing(storage)
     present = _sorted(_complete(storage, files).values())
-    kept = [c for c in present if c.name in keep]
     deleted = []
-    for copy in present:
-        if copy.name in keep:
-            continue
-        if len(kept) < offsite.max_backups:
-            kept.append(copy)
-            continue
+    for copy in retention.expired(present, offsite.max_backups, keep, key=lambda c: c.name):
         # The manifest goes first: a copy half-deleted is a leftover, never a listed copy.
         _delete(storage, [copy.name + MANIFEST_SUFFIX, copy.object_name])
         deleted.append(copy.name)
@@ -526,8 +497,9 @@ def _fetch(config: Config, storage: Storage, copy: OffsiteCopy, identities: list
             **copy.manifest["manifest"],
             "downloaded": {"object": copy.object_name, "at": state.isoformat(timezone.now())},
         }
-        stamp = _order(copy.name)[0]
-        return archive.publish(temporary, config.directory, f"{stamp[:8]}_{stamp[8:]}", manifest)
+        return archive.publish(
+            temporary, config.directory, archive.name_order(copy.name)[0], manifest
+        )
     except codec.CodecError as exc:
         raise OffsiteFailed(f"Cannot decode the off-site copy of {copy.name}: {exc}") from exc
     except OSError as exc:  # pragma: no cover - creating, syncing or linking the new file
@@ -546,10 +518,5 @@ def _hash_of(path: Path) -> str | None:
 
 def _record_failure(config: Config, reason: str) -> None:
     logger.error("%s", reason)
-    state.update(
-        config.state_file,
-        **{
-            FAILED_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
-            ERROR: reason,
-        },
-    )
+    now = timezone.now().astimezone(config.time_zone)
+    state.record_failure(config.state_file, state.OFFSITE, reason, now)

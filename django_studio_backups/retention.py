@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
-from pathlib import Path
+from collections.abc import Callable, Collection, Hashable, Sequence
+from typing import TypeVar
 
 from .archive import BackupFile
 
+Item = TypeVar("Item")
+
+
+def _path(backup: BackupFile) -> Hashable:
+    return backup.path
+
 
 def expired(
-    backups: Sequence[BackupFile], keep: int, protected: Collection[Path] = ()
-) -> list[BackupFile]:
-    """The backups to delete from ``backups`` (newest first) so that ``keep`` remain.
+    items: Sequence[Item],
+    keep: int,
+    protected: Collection[Hashable] = (),
+    *,
+    key: Callable[[Item], Hashable] = _path,  # type: ignore[assignment]
+) -> list[Item]:
+    """The items to delete from ``items`` (newest first) so that ``keep`` remain.
 
-    Protected files (the backup just made, the one being restored) always stay and count
-    towards ``keep``.
+    Protected items (the backup just made, the one being restored; ``key`` names them,
+    a backup's path by default) always stay and count towards ``keep``.
     """
-    protected_paths = set(protected)
-    survivors = [b for b in backups if b.path in protected_paths]
+    protected_keys = set(protected)
+    survivors = sum(1 for item in items if key(item) in protected_keys)
     doomed = []
-    for backup in backups:
-        if backup.path in protected_paths:
+    for item in items:
+        if key(item) in protected_keys:
             continue
-        if len(survivors) < keep:
-            survivors.append(backup)
+        if survivors < keep:
+            survivors += 1
         else:
-            doomed.append(backup)
+            doomed.append(item)
     return doomed

@@ -76,7 +76,12 @@ def get_last_backup_display(*, using: str | None = None) -> str:
     moment = _last_backup_at(config)
     if moment is None:
         return NO_BACKUP
-    return moment.astimezone(config.time_zone).strftime("%d/%m/%Y %H:%M")
+    return archive.display(moment, config.time_zone)
+
+
+def display_time(moment: datetime, *, using: str | None = None) -> str:
+    """``moment`` as the app shows times to people: ``dd/mm/yyyy hh:mm``, in the studio's zone."""
+    return archive.display(moment, get_config(using).time_zone)
 
 
 # The richer API ------------------------------------------------------------------------
@@ -98,10 +103,7 @@ class RestoreReport:
         return self.warning is None
 
 
-@dataclass(frozen=True)
-class Failure:
-    at: datetime
-    reason: str
+Failure = state.Failure
 
 
 @dataclass(frozen=True)
@@ -186,17 +188,7 @@ def last_backup_at(*, using: str | None = None) -> datetime | None:
 def last_failure(*, using: str | None = None) -> Failure | None:
     """The last failed backup attempt, if it came after the last successful backup."""
     config = get_config(using)
-    failed_at = state.read_datetime(config.state_file, state.LAST_FAILURE_AT)
-    if failed_at is None:
-        return None
-    succeeded_at = _last_backup_at(config)
-    if succeeded_at is not None and succeeded_at > failed_at:
-        return None
-    try:
-        reason = str(state.read(config.state_file).get(state.LAST_FAILURE_REASON, ""))
-    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
-        reason = ""
-    return Failure(at=failed_at, reason=reason)
+    return state.last_failure(config.state_file, state.BACKUP, _last_backup_at(config))
 
 
 def live_damage(*, using: str | None = None) -> Damage | None:
@@ -245,7 +237,10 @@ def restore(
             # backup and (in WAL mode) the copy into the live database, which commits only
             # once it has passed.
             with engine.BackgroundCheck(backup.path, full=True) as integrity:
-                live_in_wal_mode = _validate(config, backup)
+                _validate(config, backup)
+                live_in_wal_mode = _has_data(config.database_path) and engine.is_wal(
+                    engine.read_live_header(config.database_path)
+                )
                 missing, unknown = migration_difference(backup)
 
                 def passed() -> None:
@@ -381,16 +376,13 @@ def migration_difference(
 @contextlib.contextmanager
 def _exclusive(config: Config, error: type[BackupError]) -> Iterator[None]:
     """Hold the backup folder's lock; also clears what interrupted runs left there."""
-    with contextlib.ExitStack() as stack:
+    with archive.locked(config.directory, locking.LOCK_NAME, config.lock_timeout, error):
         try:
-            archive.ensure_directory(config.directory)
-            stack.enter_context(
-                locking.exclusive(config.directory / locking.LOCK_NAME, config.lock_timeout)
-            )
-            for leftover in archive.remove_temporary_files(config.directory):
-                logger.info("Removed %s, left by an interrupted run", leftover.name)
-        except (OSError, locking.LockTimeout) as exc:
+            removed = archive.remove_temporary_files(config.directory)
+        except OSError as exc:
             raise error(f"Cannot use the backup folder {config.directory}: {exc}") from exc
+        for leftover in removed:
+            logger.info("Removed %s, left by an interrupted run", leftover.name)
         yield
 
 
@@ -453,9 +445,7 @@ def _publish_backup(
                 logger.error("%s", reason)
                 return kept
             raise BackupFailed(f"{reason} The copy is kept as {kept.name}, not verified.") from exc
-        path = archive.publish(
-            temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest
-        )
+        path = archive.publish(temporary, config.directory, archive.stamp(started), manifest)
     except (engine.EngineError, OSError, sqlite3.Error) as exc:
         temporary.unlink(missing_ok=True)
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
@@ -594,13 +584,8 @@ def _delete(backup: BackupFile, error: type[BackupError]) -> None:
 
 def _record_failure(config: Config, kind: str, reason: str) -> None:
     logger.error("%s", reason)
-    state.update(
-        config.state_file,
-        **{
-            state.LAST_FAILURE_AT: state.isoformat(timezone.now().astimezone(config.time_zone)),
-            state.LAST_FAILURE_REASON: reason,
-        },
-    )
+    now = timezone.now().astimezone(config.time_zone)
+    state.record_failure(config.state_file, state.BACKUP, reason, now)
     signals.send(signals.backup_failed, kind=kind, reason=reason, using=config.alias)
 
 
@@ -639,32 +624,17 @@ def _find(config: Config, name_or_path: Path | str) -> BackupFile:
     raise BackupNotFound(f"There is no backup called {given.name!r} in {config.directory}")
 
 
-def _validate(config: Config, backup: BackupFile) -> bool:
-    """Refuse what cannot be restored (all but integrity_check); whether the live database
-    is in WAL mode."""
+def _validate(config: Config, backup: BackupFile) -> None:
+    """Refuse what cannot be restored (all but the integrity_check)."""
     try:
         if backup.manifest_path.exists() and backup.sha256 is None:
             # Without its checksum a changed file could pass for the backup that was made.
             raise engine.CheckFailed("its manifest is damaged, so its SHA-256 is unknown")
-        if backup.sha256 is not None and engine.sha256_of(backup.path) != backup.sha256:
-            raise engine.CheckFailed(
-                "it does not match the SHA-256 in its manifest, so it changed after it was made"
-            )
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
-        if not _has_data(config.database_path):
-            return False
-        live = engine.read_live_header(config.database_path)
-        restored = engine.read_header(backup.path)
-        # SQLite cannot change the page size of a database in WAL mode.
-        if engine.is_wal(live) and engine.page_size(live) != engine.page_size(restored):
-            raise engine.CheckFailed(
-                f"its page size ({engine.page_size(restored)} bytes) differs from the live "
-                f"database's ({engine.page_size(live)} bytes), which is in WAL mode"
-            )
+        engine.check_restorable(backup.path, config.database_path, sha256=backup.sha256)
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
-    return engine.is_wal(live)
 
 
 def _restore_file(
@@ -810,7 +780,7 @@ def _publish_unchecked(
         "source": {"alias": config.alias, "path": str(config.database_path)},
         "verification": {"ok": False, "at": state.isoformat(started), "problems": [problem]},
     }
-    path = archive.publish(temporary, config.directory, started.strftime("%Y%m%d_%H%M%S"), manifest)
+    path = archive.publish(temporary, config.directory, archive.stamp(started), manifest)
     return archive.backup_file(path)
 
 

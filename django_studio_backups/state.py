@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ logger = logging.getLogger("django_studio_backups")
 LAST_BACKUP_AT = "last_backup_at"
 LAST_FAILURE_AT = "last_backup_failed_at"
 LAST_FAILURE_REASON = "last_backup_error"
+OFFSITE_UPLOADED_AT = "offsite_uploaded_at"
+OFFSITE_FAILED_AT = "offsite_failed_at"
+OFFSITE_ERROR = "offsite_error"
 # Set when a fresh copy of the live database failed SQLite's check: the database itself is
 # damaged. Cleared by a later copy that passes integrity_check, or by a checked restore.
 LIVE_DAMAGED_AT = "live_database_damaged_at"
@@ -29,6 +33,40 @@ LOCK_TIMEOUT = 10.0
 
 class UnreadableState(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class Failure:
+    at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Record:
+    """Where the state file keeps the last failure of one kind of work."""
+
+    failed_at: str
+    reason: str
+
+
+BACKUP = Record(LAST_FAILURE_AT, LAST_FAILURE_REASON)
+OFFSITE = Record(OFFSITE_FAILED_AT, OFFSITE_ERROR)
+
+
+def record_failure(path: Path, record: Record, reason: str, at: datetime) -> None:
+    update(path, **{record.failed_at: isoformat(at), record.reason: reason})
+
+
+def last_failure(path: Path, record: Record, succeeded_at: datetime | None) -> Failure | None:
+    """The failure recorded under ``record``, unless work succeeded at or after it."""
+    failed_at = read_datetime(path, record.failed_at)
+    if failed_at is None or (succeeded_at is not None and succeeded_at >= failed_at):
+        return None
+    try:
+        reason = str(read(path).get(record.reason, ""))
+    except UnreadableState:  # pragma: no cover - read_datetime above just parsed it
+        reason = ""
+    return Failure(at=failed_at, reason=reason)
 
 
 def read(path: Path) -> dict[str, Any]:

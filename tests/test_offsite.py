@@ -270,7 +270,7 @@ def test_a_failed_upload_keeps_the_local_backup_and_sync_catches_up(
     assert "Listing the off-site storage failed: NotADirectoryError" in recorded[offsite.ERROR]
     failure = offsite.last_failure()
     assert failure is not None
-    assert failure[1] == recorded[offsite.ERROR]
+    assert failure.reason == recorded[offsite.ERROR]
     with pytest.raises(CommandError, match="Listing the off-site storage failed"):
         command("sync_offsite")
 
@@ -438,7 +438,7 @@ def test_the_lock_waits_for_another_upload(
     with locking.exclusive(studio_db.backups / offsite.LOCK_NAME, 1):
         backup = services.backup_now()
     assert backup.path.exists()
-    assert "Cannot lock the backup folder" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert "Cannot use the backup folder" in state.read(studio_db.state_file)[offsite.ERROR]
     assert offsite.sync().uploaded[0].name == backup.name
 
 

@@ -92,12 +92,9 @@ def finish(process: subprocess.Popen[str]) -> str:
     return output.strip()
 
 
-def publication_order(name: str) -> tuple[str, int]:
-    # Backups are made one at a time under the lock, each named from the time it started,
-    # with _2, _3... within one second: the names sort in the order of publication.
-    match = archive.NAME_PATTERN.match(name)
-    assert match is not None
-    return match.group(1) + match.group(2), int(match.group(3) or 1)
+# Backups are made one at a time under the lock, each named from the time it started, with
+# _2, _3... within one second: the names sort in the order of publication.
+publication_order = archive.name_order
 
 
 def test_a_storm_of_backups(studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path) -> None:
