@@ -42,7 +42,8 @@ else:
 
 logger = logging.getLogger("django_studio_backups")
 
-STALE_AFTER = timedelta(days=1)
+# The studio is told as soon as a day passes without a backup (checks waits longer).
+BACKUP_MISSED_AFTER = timedelta(days=1)
 
 KIND_LABELS = {
     "daily": gettext_lazy("daily"),
@@ -160,7 +161,7 @@ class BackupAdmin(ModelAdmin):
         last = services.last_backup_at()
         if last is None:
             found.append(_("No backup has been made yet."))
-        elif timezone.now() - last > STALE_AFTER:
+        elif timezone.now() - last > BACKUP_MISSED_AFTER:
             found.append(
                 _("The last backup was made on %(when)s, more than a day ago.")
                 % {"when": local_time(last)}

@@ -17,8 +17,17 @@ from django.utils import timezone
 
 from . import archive, conf, cron, engine, growth, services
 
-# Daily backups that have not happened for this long mean the scheduled job is not running.
-STALE_AFTER = timedelta(days=2)
+# Daily backups that have not happened for this long mean the scheduled job is not running
+# (a day, and the slack of a job that runs late or a machine that was off for a night).
+DAILY_JOB_STOPPED_AFTER = timedelta(days=2)
+
+# The ids of the problems that stop no backup (conf.py has those that do): the folder may
+# become writable, and the attempt then says why it failed; the others have defaults.
+UNWRITABLE_DIRECTORY = "studio_backups.E006"
+BAD_CRON_SCHEDULE = "studio_backups.E020"
+BAD_BACKUP_ON_STARTUP = "studio_backups.E021"
+BAD_BACKUP_BEFORE_MIGRATE = "studio_backups.E030"
+BAD_GROWTH_WARNING = "studio_backups.E031"
 
 
 @checks.register()
@@ -27,8 +36,59 @@ def check_settings(
 ) -> list[checks.CheckMessage]:
     return [
         checks.Error(problem.message, hint=problem.hint, id=problem.id)
-        for problem in [*conf.problems(), *conf.offsite_problems()]
+        for problem in [*conf.problems(), *_problems_that_stop_nothing(), *conf.offsite_problems()]
     ]
+
+
+def _problems_that_stop_nothing() -> list[conf.Problem]:
+    found = []
+    options = conf.user_settings()
+    schedule = options["CRON_SCHEDULE"]
+    if schedule is not None and not conf.is_cron_schedule(schedule):
+        found.append(
+            conf.Problem(
+                BAD_CRON_SCHEDULE,
+                f"STUDIO_BACKUPS['CRON_SCHEDULE'] must be five cron fields, not {schedule!r}.",
+                "For example '0 3 * * *' (every day at 03:00), or None to add no cron job.",
+            )
+        )
+    for key, problem_id in (
+        ("BACKUP_ON_STARTUP", BAD_BACKUP_ON_STARTUP),
+        ("BACKUP_BEFORE_MIGRATE", BAD_BACKUP_BEFORE_MIGRATE),
+    ):
+        if not isinstance(options[key], bool):
+            found.append(
+                conf.Problem(
+                    problem_id,
+                    f"STUDIO_BACKUPS[{key!r}] must be True or False, not {options[key]!r}.",
+                )
+            )
+    growth = options["GROWTH_WARNING"]
+    if not conf.is_positive_number(growth):
+        found.append(
+            conf.Problem(
+                BAD_GROWTH_WARNING,
+                f"STUDIO_BACKUPS['GROWTH_WARNING'] must be a fraction above 0, not {growth!r}.",
+                "For example 0.5 to warn when a backup is more than 50% larger than usual.",
+            )
+        )
+    directory = conf.directory_for()
+    if directory is not None and not _writable(directory):
+        found.append(
+            conf.Problem(
+                UNWRITABLE_DIRECTORY,
+                f"The backup directory {directory} cannot be written.",
+                "Create it, or give the user that runs Django write access to it.",
+            )
+        )
+    return found
+
+
+def _writable(directory: Path) -> bool:
+    existing = directory
+    while not existing.exists():
+        existing = existing.parent
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 @checks.register()
@@ -71,7 +131,7 @@ def check_last_backup(
             return []
         return [checks.Warning("No backup has been made yet.", hint=hint, id="studio_backups.W022")]
     age = timezone.now() - last
-    if age <= STALE_AFTER:
+    if age <= DAILY_JOB_STOPPED_AFTER:
         return []
     return [
         checks.Warning(

@@ -35,22 +35,24 @@ SQLITE_ENGINE = "django.db.backends.sqlite3"
 # Five fields of numbers, names, "*", ranges, steps and lists; crontab itself checks the
 # values. "@daily" is refused because django-crontab finds its lines by their five fields.
 CRON_FIELDS = re.compile(r"[\w*/,-]+(?:[ \t]+[\w*/,-]+){4}", re.ASCII)
-# Problems that get_config() lets through: the backup itself can still be made (E006:
-# the folder may become writable, and the attempt then says why it failed).
-# Problems that leave no database file from which to derive the backup folder.
-NO_DATABASE_FILE = {
-    "studio_backups.E001",
-    "studio_backups.E002",
-    "studio_backups.E003",
-    "studio_backups.E009",
-}
-BACKUPS_STILL_WORK = {
-    "studio_backups.E006",
-    "studio_backups.E020",
-    "studio_backups.E021",
-    "studio_backups.E030",
-    "studio_backups.E031",
-}
+
+# The ids of the problems that stop backups: problems() finds them, get_config() refuses to
+# work with them, and checks reports them (with the problems that stop nothing, its own).
+NOT_SQLITE = "studio_backups.E001"
+IN_MEMORY = "studio_backups.E002"
+UNKNOWN_ALIAS = "studio_backups.E003"
+BAD_MAX_BACKUPS = "studio_backups.E004"
+UNKNOWN_TIME_ZONE = "studio_backups.E005"
+UNKNOWN_KEYS = "studio_backups.E007"
+BAD_LOCK_TIMEOUT = "studio_backups.E008"
+UNSAFE_URI = "studio_backups.E009"
+# ... and those that stop off-site copies (offsite_problems(), get_offsite_config()).
+OFFSITE_NOT_A_DICT = "studio_backups.E040"
+OFFSITE_UNKNOWN_STORAGE = "studio_backups.E041"
+OFFSITE_UNKNOWN_COMPRESSION = "studio_backups.E042"
+OFFSITE_BAD_RECIPIENTS = "studio_backups.E043"
+OFFSITE_BAD_MAX_BACKUPS = "studio_backups.E044"
+OFFSITE_MISSING_PACKAGES = "studio_backups.E045"
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,15 @@ def user_settings() -> dict[str, Any]:
 
 
 def problems(using: str | None = None) -> list[Problem]:
-    """Every mistake in the settings that would stop a backup, as system-check material."""
+    """Every mistake in the settings that stops backups of ``using``, found without touching
+    the disk, so that ``get_config()`` can afford to look for them on every call."""
     found: list[Problem] = []
     options = user_settings()
     unknown = sorted(set(options) - set(DEFAULTS))
     if unknown:
         found.append(
             Problem(
-                "studio_backups.E007",
+                UNKNOWN_KEYS,
                 f"Unknown STUDIO_BACKUPS keys: {', '.join(unknown)}.",
                 f"Known keys: {', '.join(DEFAULTS)}.",
             )
@@ -97,14 +100,14 @@ def problems(using: str | None = None) -> list[Problem]:
     if database is None:
         found.append(
             Problem(
-                "studio_backups.E003",
+                UNKNOWN_ALIAS,
                 f"STUDIO_BACKUPS uses the database alias {alias!r}, which is not in DATABASES.",
             )
         )
     elif database.get("ENGINE") != SQLITE_ENGINE:
         found.append(
             Problem(
-                "studio_backups.E001",
+                NOT_SQLITE,
                 f"The database {alias!r} uses {database.get('ENGINE')!r}; "
                 "django_studio_backups backs up SQLite databases only.",
             )
@@ -112,7 +115,7 @@ def problems(using: str | None = None) -> list[Problem]:
     elif database_file(database.get("NAME")).path is None:
         found.append(
             Problem(
-                "studio_backups.E002",
+                IN_MEMORY,
                 f"The database {alias!r} is in memory; there is no file to back up.",
                 "Give DATABASES[...]['NAME'] a file path.",
             )
@@ -120,7 +123,7 @@ def problems(using: str | None = None) -> list[Problem]:
     elif database_file(database.get("NAME")).unsafe:
         found.append(
             Problem(
-                "studio_backups.E009",
+                UNSAFE_URI,
                 f"The database {alias!r} is opened with "
                 f"{database_file(database.get('NAME')).unsafe}: backups and restores could "
                 "not lock it the way Django's connections do.",
@@ -131,7 +134,7 @@ def problems(using: str | None = None) -> list[Problem]:
     if isinstance(max_backups, bool) or not isinstance(max_backups, int) or max_backups < 1:
         found.append(
             Problem(
-                "studio_backups.E004",
+                BAD_MAX_BACKUPS,
                 f"STUDIO_BACKUPS['MAX_BACKUPS'] must be a whole number of at least 1, "
                 f"not {max_backups!r}.",
             )
@@ -144,43 +147,9 @@ def problems(using: str | None = None) -> list[Problem]:
     ):
         found.append(
             Problem(
-                "studio_backups.E008",
+                BAD_LOCK_TIMEOUT,
                 "STUDIO_BACKUPS['LOCK_TIMEOUT'] must be a number of seconds, "
                 f"not {lock_timeout!r}.",
-            )
-        )
-    schedule = options["CRON_SCHEDULE"]
-    if schedule is not None and not is_cron_schedule(schedule):
-        found.append(
-            Problem(
-                "studio_backups.E020",
-                f"STUDIO_BACKUPS['CRON_SCHEDULE'] must be five cron fields, not {schedule!r}.",
-                "For example '0 3 * * *' (every day at 03:00), or None to add no cron job.",
-            )
-        )
-    if not isinstance(options["BACKUP_ON_STARTUP"], bool):
-        found.append(
-            Problem(
-                "studio_backups.E021",
-                "STUDIO_BACKUPS['BACKUP_ON_STARTUP'] must be True or False, "
-                f"not {options['BACKUP_ON_STARTUP']!r}.",
-            )
-        )
-    if not isinstance(options["BACKUP_BEFORE_MIGRATE"], bool):
-        found.append(
-            Problem(
-                "studio_backups.E030",
-                "STUDIO_BACKUPS['BACKUP_BEFORE_MIGRATE'] must be True or False, "
-                f"not {options['BACKUP_BEFORE_MIGRATE']!r}.",
-            )
-        )
-    growth = options["GROWTH_WARNING"]
-    if not _is_positive_number(growth):
-        found.append(
-            Problem(
-                "studio_backups.E031",
-                f"STUDIO_BACKUPS['GROWTH_WARNING'] must be a fraction above 0, not {growth!r}.",
-                "For example 0.5 to warn when a backup is more than 50% larger than usual.",
             )
         )
     zone_name = options["TIME_ZONE"] or settings.TIME_ZONE or "UTC"
@@ -189,27 +158,17 @@ def problems(using: str | None = None) -> list[Problem]:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, TypeError):
         found.append(
             Problem(
-                "studio_backups.E005",
+                UNKNOWN_TIME_ZONE,
                 f"The time zone {zone_name!r} is unknown.",
                 "Use an IANA name such as 'America/Hermosillo'.",
             )
         )
-    if not any(p.id in NO_DATABASE_FILE for p in found):
-        directory = _directory(options, alias, _database_path(alias))
-        if not _writable(directory):
-            found.append(
-                Problem(
-                    "studio_backups.E006",
-                    f"The backup directory {directory} cannot be written.",
-                    "Create it, or give the user that runs Django write access to it.",
-                )
-            )
     return found
 
 
 def get_config(using: str | None = None) -> Config:
     """The settings for backing up ``using``; ``ImproperlyConfigured`` names any mistake."""
-    found = [p for p in problems(using) if p.id not in BACKUPS_STILL_WORK]
+    found = problems(using)
     if found:
         raise ImproperlyConfigured(found[0].message)
     options = user_settings()
@@ -231,13 +190,23 @@ def get_config(using: str | None = None) -> Config:
         time_zone=zone,
         state_file=state_file,
         lock_timeout=float(options["LOCK_TIMEOUT"]),
-        # A bad value is reported by E031; until it is fixed, warn at the default.
+        # checks reports a bad value; until it is fixed, warn at the default.
         growth_warning=float(
             options["GROWTH_WARNING"]
-            if _is_positive_number(options["GROWTH_WARNING"])
+            if is_positive_number(options["GROWTH_WARNING"])
             else DEFAULTS["GROWTH_WARNING"]
         ),
     )
+
+
+def directory_for(using: str | None = None) -> Path | None:
+    """Where the backups of ``using`` go, even while other settings are wrong; None when
+    there is no database file to derive it from."""
+    options = user_settings()
+    alias = using or options["DATABASE"]
+    if any(p.id in {UNKNOWN_ALIAS, NOT_SQLITE, IN_MEMORY, UNSAFE_URI} for p in problems(using)):
+        return None
+    return _directory(options, alias, _database_path(alias))
 
 
 def is_cron_schedule(value: object) -> bool:
@@ -320,15 +289,8 @@ def _directory(options: dict[str, Any], alias: str, database_path: Path) -> Path
     return database_path.parent / "backups"
 
 
-def _is_positive_number(value: object) -> bool:
+def is_positive_number(value: object) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and value > 0
-
-
-def _writable(directory: Path) -> bool:
-    existing = directory
-    while not existing.exists():
-        existing = existing.parent
-    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
 
 
 # Off-site copies ------------------------------------------------------------------------
@@ -358,7 +320,7 @@ def offsite_problems() -> list[Problem]:
     if not isinstance(value, dict):
         return [
             Problem(
-                "studio_backups.E040",
+                OFFSITE_NOT_A_DICT,
                 f"STUDIO_BACKUPS['OFFSITE'] must be a dict or None, not {value!r}.",
             )
         ]
@@ -368,7 +330,7 @@ def offsite_problems() -> list[Problem]:
     if unknown:
         found.append(
             Problem(
-                "studio_backups.E040",
+                OFFSITE_NOT_A_DICT,
                 f"Unknown STUDIO_BACKUPS['OFFSITE'] keys: {', '.join(map(str, unknown))}.",
                 f"Known keys: {', '.join(OFFSITE_DEFAULTS)}.",
             )
@@ -377,7 +339,7 @@ def offsite_problems() -> list[Problem]:
     if not isinstance(storage, str) or storage not in settings.STORAGES:
         found.append(
             Problem(
-                "studio_backups.E041",
+                OFFSITE_UNKNOWN_STORAGE,
                 f"STUDIO_BACKUPS['OFFSITE']['STORAGE'] is {storage!r}, which is not an alias "
                 "in STORAGES.",
                 "Add a storage for the copies to STORAGES and name its alias here.",
@@ -389,7 +351,7 @@ def offsite_problems() -> list[Problem]:
         known = [repr(name) for name in codec.COMPRESSIONS]
         found.append(
             Problem(
-                "studio_backups.E042",
+                OFFSITE_UNKNOWN_COMPRESSION,
                 f"STUDIO_BACKUPS['OFFSITE']['COMPRESS'] must be {', '.join(known[:-1])} or "
                 f"{known[-1]}, not {options['COMPRESS']!r}.",
             )
@@ -401,17 +363,17 @@ def offsite_problems() -> list[Problem]:
     ):
         found.append(
             Problem(
-                "studio_backups.E044",
+                OFFSITE_BAD_MAX_BACKUPS,
                 "STUDIO_BACKUPS['OFFSITE']['MAX_BACKUPS'] must be a whole number of at least "
                 f"1, or None, not {max_backups!r}.",
             )
         )
-    if not any(p.id in {"studio_backups.E042", "studio_backups.E043"} for p in found):
+    if not any(p.id in {OFFSITE_UNKNOWN_COMPRESSION, OFFSITE_BAD_RECIPIENTS} for p in found):
         missing = codec.missing_packages(options["COMPRESS"], bool(options["ENCRYPT_TO"]))
         if missing:
             found.append(
                 Problem(
-                    "studio_backups.E045",
+                    OFFSITE_MISSING_PACKAGES,
                     f"Off-site copies need the Python packages {', '.join(missing)}.",
                     "Install django-studio-backups[offsite].",
                 )
@@ -449,7 +411,7 @@ def _recipient_problems(recipients: object) -> list[Problem]:
     ):
         return [
             Problem(
-                "studio_backups.E043",
+                OFFSITE_BAD_RECIPIENTS,
                 "STUDIO_BACKUPS['OFFSITE']['ENCRYPT_TO'] must be a non-empty list of age "
                 f"recipients, or None, not {recipients!r}.",
                 "For example ['age1...'] from age-keygen, or an 'ssh-ed25519 ...' public key.",
@@ -464,5 +426,5 @@ def _recipient_problems(recipients: object) -> list[Problem]:
         try:
             codec.parse_recipient(recipient)
         except codec.CodecError as exc:
-            found.append(Problem("studio_backups.E043", f"STUDIO_BACKUPS['OFFSITE']: {exc}."))
+            found.append(Problem(OFFSITE_BAD_RECIPIENTS, f"STUDIO_BACKUPS['OFFSITE']: {exc}."))
     return found

@@ -268,7 +268,7 @@ def test_a_bad_growth_setting_is_reported_and_the_default_used(
 ) -> None:
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "GROWTH_WARNING": value}
 
-    assert [p.id for p in conf.problems()] == ["studio_backups.E031"]
+    assert [m.id for m in checks.check_settings()] == ["studio_backups.E031"]
     assert conf.get_config().growth_warning == 0.5
 
 
@@ -278,7 +278,7 @@ def test_a_bad_backup_before_migrate_setting_is_reported(
 ) -> None:
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "BACKUP_BEFORE_MIGRATE": value}
 
-    assert [p.id for p in conf.problems()] == ["studio_backups.E030"]
+    assert [m.id for m in checks.check_settings()] == ["studio_backups.E030"]
     # Backups still work; migrate keeps making its backup until the value is fixed.
     assert services.backup_now().kind == "manual"
 
@@ -290,7 +290,7 @@ def test_good_values(studio_db: StudioDB, settings: SettingsWrapper) -> None:
         "BACKUP_BEFORE_MIGRATE": False,
     }
 
-    assert conf.problems() == []
+    assert checks.check_settings() == []
     assert conf.get_config().growth_warning == 1.0
     assert django_settings.STUDIO_BACKUPS["GROWTH_WARNING"] == 1
 
