@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import update_wrapper
 from typing import TYPE_CHECKING, Any
@@ -29,10 +30,10 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from . import conf, offsite, services
-from .archive import BackupFile
+from . import services
 from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, OffsiteFailed, RestoreFailed
 from .models import Backup
+from .services import BackupFile
 from .size_chart import size_chart
 
 if TYPE_CHECKING:
@@ -54,6 +55,21 @@ KIND_LABELS = {
 }
 
 View = Callable[..., HttpResponseBase]
+
+
+@dataclass(frozen=True)
+class Row:
+    """A backup as the admin shows it."""
+
+    backup: BackupFile
+    display: str
+    kind_label: str
+    offsite: bool = False
+
+    @classmethod
+    def of(cls, backup: BackupFile, *, offsite: bool = False) -> Row:
+        label = KIND_LABELS.get(backup.kind, gettext_lazy("unknown"))
+        return cls(backup, services.display_time(backup.created_at), str(label), offsite)
 
 
 def local_time(moment: datetime) -> str:
@@ -110,16 +126,12 @@ class BackupAdmin(ModelAdmin):
     ) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
-        listed = services.list_backups()
+        listed = services.backups()
         warnings = self._warnings()
         copied = self._offsite_names(warnings)
         rows = [
-            {
-                **row,
-                "kind_label": KIND_LABELS.get(row["kind"], _("unknown")),
-                "offsite": copied is not None and row["name"] in copied,
-            }
-            for row in listed
+            Row.of(backup, offsite=copied is not None and backup.name in copied)
+            for backup in listed
         ]
         context = {
             **self.admin_site.each_context(request),
@@ -129,7 +141,7 @@ class BackupAdmin(ModelAdmin):
             "last_backup": services.get_last_backup_display(),
             "warnings": warnings,
             "offsite": copied is not None,
-            "chart": size_chart(listed),
+            "chart": size_chart(listed, services.display_time),
             "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
             "has_delete_permission": self.has_delete_permission(request),
@@ -177,13 +189,13 @@ class BackupAdmin(ModelAdmin):
     def _offsite_names(self, warnings: list[str]) -> set[str] | None:
         """The backups with an off-site copy; None when off-site copies are not set up."""
         try:
-            if conf.get_offsite_config() is None:
+            if not services.offsite_configured():
                 return None
-            copied = offsite.names()
+            copied = services.offsite_names()
         except (OffsiteFailed, ImproperlyConfigured) as exc:
             warnings.append(_("The off-site copies cannot be listed: %(reason)s") % {"reason": exc})
             return set()
-        failure = offsite.last_failure()
+        failure = services.offsite_failure()
         if failure is not None:
             warnings.append(
                 _("The last off-site copy, on %(when)s, failed: %(reason)s")
@@ -222,7 +234,7 @@ class BackupAdmin(ModelAdmin):
         found = self._find(request, name, allowed=self.has_view_permission(request))
         if isinstance(found, HttpResponseBase):
             return found
-        backup, _row = found
+        backup = found
         problems = services.verify(backup, full=True)
         if problems:
             self._log(request, backup.name, CHANGE, _("Verified: damaged."))
@@ -246,7 +258,7 @@ class BackupAdmin(ModelAdmin):
         found = self._find(request, name, allowed=self.has_download_permission(request))
         if isinstance(found, HttpResponseBase):
             return found
-        backup, _row = found
+        backup = found
         self._log(request, backup.name, CHANGE, _("Downloaded."))
         # FileResponse sends the open file in blocks, so memory stays flat for any size.
         return FileResponse(backup.path.open("rb"), as_attachment=True, filename=backup.name)
@@ -255,9 +267,9 @@ class BackupAdmin(ModelAdmin):
         found = self._find(request, name, allowed=self.has_delete_permission(request))
         if isinstance(found, HttpResponseBase):
             return found
-        backup, row = found
+        backup = found
         if request.method != "POST" or request.POST.get("post") != "yes":
-            return self._confirmation(request, "delete_confirmation.html", row, _("Delete"))
+            return self._confirmation(request, "delete_confirmation.html", backup, _("Delete"))
         try:
             services.delete_backup(backup.name)
         except (BackupNotFound, DeleteFailed) as exc:
@@ -277,7 +289,7 @@ class BackupAdmin(ModelAdmin):
         found = self._find(request, name, allowed=self.has_restore_permission(request))
         if isinstance(found, HttpResponseBase):
             return found
-        backup, row = found
+        backup = found
         if request.method != "POST" or request.POST.get("post") != "yes":
             try:
                 missing, unknown = services.migration_difference(backup)
@@ -287,15 +299,15 @@ class BackupAdmin(ModelAdmin):
             return self._confirmation(
                 request,
                 "restore_confirmation.html",
-                row,
+                backup,
                 _("Restore"),
                 missing_migrations=[f"{app}.{migration}" for app, migration in missing],
                 unknown_migrations=[f"{app}.{migration}" for app, migration in unknown],
             )
         try:
             report = services.restore(backup.name)
-        except RestoreFailed as exc:
-            if exc.database_changed:
+        except (RestoreFailed, BackupNotFound) as exc:  # (deleted since the first look)
+            if isinstance(exc, RestoreFailed) and exc.database_changed:
                 text = _(
                     "The restored database failed its check and could not be put back: the "
                     "site now runs on the restored data, which may be damaged. Ask whoever "
@@ -339,7 +351,7 @@ class BackupAdmin(ModelAdmin):
         self,
         request: HttpRequest,
         template: str,
-        backup: dict[str, Any],
+        backup: BackupFile,
         title: str,
         **extra: Any,
     ) -> HttpResponse:
@@ -347,8 +359,7 @@ class BackupAdmin(ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": title,
-            "backup": backup,
-            "kind_label": KIND_LABELS.get(backup["kind"], _("unknown")),
+            "row": Row.of(backup),
             **extra,
         }
         request.current_app = self.admin_site.name
@@ -356,16 +367,15 @@ class BackupAdmin(ModelAdmin):
 
     def _find(
         self, request: HttpRequest, name: str, *, allowed: bool
-    ) -> tuple[BackupFile, dict[str, Any]] | HttpResponseRedirect:
-        """The listed backup called ``name`` with its listing row, once the view's own
-        permission is checked; back to the listing with a warning for any other name."""
+    ) -> BackupFile | HttpResponseRedirect:
+        """The listed backup called ``name``, once the view's own permission is checked; back
+        to the listing with a warning for any other name."""
         if not allowed:
             raise PermissionDenied
         try:
-            backup = services.find_backup(name)
+            return services.find_backup(name)
         except BackupNotFound:
             return self._not_found(request, name)
-        return backup, backup.as_dict(conf.get_config().time_zone)
 
     def _template(self, name: str) -> list[str]:
         app_label, model_name = self.opts.app_label, self.opts.model_name

@@ -15,7 +15,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import archive, conf, cron, engine, growth, services
+from . import conf, cron, growth, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running
 # (a day, and the slack of a job that runs late or a machine that was off for a night).
@@ -161,13 +161,14 @@ def check_growth(
 def check_journal_mode(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    found = _live_header()
-    if found is None or engine.is_wal(found[1]):
+    wal = _in_wal_mode()
+    if wal is None or wal:
         return []
     return [
         checks.Warning(
-            f"The database {found[0]} uses a rollback journal: a backup keeps its "
-            "writers waiting for the whole copy, and a restore waits for every reader.",
+            f"The database {conf.get_config().database_path} uses a rollback journal: a "
+            "backup keeps its writers waiting for the whole copy, and a restore waits for "
+            "every reader.",
             hint=(
                 "Switch it to WAL mode, where backups and restores run beside the site: "
                 "'init_command': 'PRAGMA journal_mode=WAL;' in the database's OPTIONS "
@@ -182,8 +183,7 @@ def check_journal_mode(
 def check_wal_reset_bug(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
-    found = _live_header() if engine.HAS_WAL_RESET_BUG else None
-    if found is None or not engine.is_wal(found[1]):
+    if not services.has_wal_reset_bug() or not _in_wal_mode():
         return []
     return [
         checks.Warning(
@@ -233,23 +233,16 @@ def check_backups_beside_a_symlink(
 ) -> list[checks.CheckMessage]:
     try:
         config = conf.get_config()
-        name = settings.DATABASES[config.alias]["NAME"]
+        old = services.backups_left_beside_a_link()
     except ImproperlyConfigured:
         return []
-    if not isinstance(name, str | os.PathLike) or str(name).startswith("file:"):
-        return []
-    # Before 0.2 the backup folder of a database reached through a symlink was derived from
-    # the link, not from the real file: its backups are not listed from the new place.
-    old = Path(name).absolute().parent / "backups"
-    same = os.path.realpath(old) == os.path.realpath(config.directory)
-    if same or conf.user_settings()["DIRECTORY"]:
-        return []
-    if not any(archive.is_backup_name(p.name) for p in _entries(old)):
+    if old is None:
         return []
     return [
         checks.Warning(
-            f"Backups of {name} are in {old}, but the database is the file {config.database_path},"
-            f" and its backups now go to {config.directory}.",
+            f"Backups of {settings.DATABASES[config.alias]['NAME']} are in {old}, but the "
+            f"database is the file {config.database_path}, and its backups now go to "
+            f"{config.directory}.",
             hint=(
                 f"Move the backup_*.db files and their .json manifests (and settings.json) "
                 f"from {old.parent} to {config.directory.parent}, or set "
@@ -260,18 +253,9 @@ def check_backups_beside_a_symlink(
     ]
 
 
-def _entries(directory: Path) -> list[Path]:
+def _in_wal_mode() -> bool | None:
+    # None without a database yet, or with settings that check_settings reports.
     try:
-        return list(directory.iterdir())
-    except OSError:
-        return []
-
-
-def _live_header() -> tuple[Path, bytes] | None:
-    """The live database's path and header; None without a database yet, or with settings
-    that check_settings reports."""
-    try:
-        config = conf.get_config()
-        return config.database_path, engine.read_live_header(config.database_path)
-    except (ImproperlyConfigured, engine.NotADatabase, OSError):
+        return services.in_wal_mode()
+    except ImproperlyConfigured:
         return None

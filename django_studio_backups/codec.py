@@ -26,9 +26,9 @@ ENCRYPTED_SUFFIX = ".age"
 CHUNK = 1024 * 1024
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
-# zstd's worker threads would nearly double the speed on two cores (135 -> 227 MB/s at
-# level 3), but each holds its own job buffers: an upload then peaked at ~90 MB instead of
-# ~27 MB. Bounded memory wins; the upload link is usually slower than one core anyway.
+# zstd's worker threads would nearly double the speed on two cores, but each holds its own
+# job buffers, and an upload's memory then more than tripled (see bench/RESULTS.md). Bounded
+# memory wins; the upload link is usually slower than one core anyway.
 ZSTD_THREADS = 0
 
 

@@ -25,8 +25,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 Progress = Callable[[int, int], None]
 
 # Dirty pages of a copy are flushed every FLUSH_CHUNK bytes while the copy runs, so the
-# final fsync is small: one fsync of a whole 1 GiB copy stalled concurrent writers for
-# 0.8-2.4 s, because it saturates the disk and the filesystem journal they commit through.
+# final fsync is small: one fsync of a whole large copy stalls concurrent writers for
+# seconds, because it saturates the disk and the filesystem journal they commit through
+# (see bench/RESULTS.md).
 FLUSH_CHUNK = 32 * 1024 * 1024
 COPY_CHUNK = 8 * 1024 * 1024
 # What a restore writes per backup API step. In rollback-journal mode its first step must
@@ -337,8 +338,8 @@ def _copy_files(
     -wal copied afterwards covers every page that changed under the copy; SQLite then
     replays that -wal into the copy up to its last whole commit (``_settle_copy``).
 
-    The kernel copies at ``cp`` speed: through the backup API the same 1 GiB took twice as
-    long, and held the shared lock, which stops writers in rollback-journal mode, as long.
+    The kernel copies at ``cp`` speed: the backup API took about twice as long, and held the
+    shared lock, which stops writers in rollback-journal mode, as long (see bench/RESULTS.md).
     """
     src = connect(source, timeout=timeout)
     try:
@@ -349,8 +350,8 @@ def _copy_files(
         # While the read transaction lasts, no checkpoint can move the writers' commits out
         # of the source's -wal, and with synchronous=NORMAL nothing syncs them either: the
         # first checkpoint after the copy had to sync everything written meanwhile, and a
-        # writer's commit waited 0.3-0.5 s for it (1 GiB copy, busy writer). Syncing the
-        # -wal in chunks alongside the copy brought that under 0.1 s.
+        # writer's commit waited for it. Syncing the -wal in chunks alongside the copy keeps
+        # that wait short (see bench/RESULTS.md, "WAL stall").
         source_wal = [Path(f"{source}-wal")] if wal else []
         with _Watcher([destination], expected, progress, also_flush=source_wal).running():
             _copy_bytes(live_descriptor(source), destination)
@@ -623,9 +624,9 @@ def restore_into(
             guard = _backup_step_guard(deadline, f"Could not write {live}")
             on_step = _gated(guard, step, while_locked, before_commit)
             # The backup API retries a busy step itself, every LOCK_RETRY; SQLite's own busy
-            # handler would wait up to 100 ms between tries, and against a writer that holds
+            # handler waits longer and longer between tries, and against a writer that holds
             # its lock all but a moment between commits, a restore in rollback-journal mode
-            # then waited from 10 s to over a minute for its turn.
+            # then waited many times as long for its turn (see bench/RESULTS.md).
             dst.execute("PRAGMA busy_timeout=0")
             dst.execute(f"PRAGMA cache_size=-{RESTORE_CACHE_KIB}")
             with _Watcher(watched, expected, progress).running():

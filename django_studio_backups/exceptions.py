@@ -21,8 +21,8 @@ class RestoreFailed(BackupError):
         self.database_changed = database_changed
 
 
-class BackupNotFound(RestoreFailed):
-    pass
+class BackupNotFound(BackupError):
+    """A name that is not a listed backup (raised when restoring, verifying or deleting)."""
 
 
 class DeleteFailed(BackupError):

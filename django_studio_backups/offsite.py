@@ -281,8 +281,8 @@ def _limit_upload_buffers(storage: Storage) -> None:
     config = getattr(storage, "transfer_config", None)
     if config is not None and hasattr(config, "max_in_memory_upload_chunks"):
         # S3Storage uploads a stream of unknown size through s3transfer, which keeps up to
-        # max_in_memory_upload_chunks (10) parts of 8 MB in memory: a 200 MB upload peaked
-        # 92 MB above the process's start. Two parts in flight keep it in tens of MB. This
+        # max_in_memory_upload_chunks (10) parts of 8 MB in memory, so an upload's memory
+        # grew with its size (see bench/RESULTS.md). Two parts in flight bound it. This
         # changes a copy, on this run's own instance.
         config = copying.copy(config)
         config.max_in_memory_upload_chunks = UPLOAD_BUFFERS
@@ -407,7 +407,8 @@ def _upload(
         if isinstance(exc, OSError):
             raise OffsiteFailed(f"Cannot read {backup.path}: {exc}") from exc
         raise
-    state.update(config.state_file, **{UPLOADED_AT: uploaded_at})
+    # A success ends the failure, as it does for backups (times are kept to the second).
+    state.update(config.state_file, remove=(FAILED_AT, ERROR), **{UPLOADED_AT: uploaded_at})
     files.update({object_name, manifest_name})
     logger.info(
         "Copied %s to %r as %s (%d bytes)",

@@ -1,15 +1,20 @@
-"""The public API: back up, list, verify and restore the project's SQLite database.
+"""The public API: back up, list, verify, copy off-site and restore the project's database.
 
-The seed's functions (``create_backup_now``, ``create_backup_if_needed``, ``list_backups``,
-``restore_backup``, ``get_last_backup_display``) log an expected failure and return
-None/False. The richer functions below them raise ``BackupError`` subclasses whose message
-says what went wrong; management commands and admin views use those.
+Two tiers:
+
+- the simple API (``create_backup_now``, ``create_backup_if_needed``, ``list_backups``,
+  ``restore_backup``, ``get_last_backup_display``) logs an expected failure and returns
+  None/False;
+- the raising API below it returns ``BackupFile`` objects and reports, and raises
+  ``BackupError`` subclasses whose message says what went wrong. Management commands, the
+  admin and the cron job use it, and call nothing else of the app.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -21,9 +26,22 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import __version__, archive, engine, growth, locking, offsite, retention, signals, state
-from .archive import BackupFile
-from .conf import Config, get_config
+from . import (
+    __version__,
+    archive,
+    conf,
+    engine,
+    growth,
+    locking,
+    offsite,
+    retention,
+    signals,
+    state,
+)
+
+# BackupFile is part of this module's API: faces take the type from here.
+from .archive import BackupFile as BackupFile
+from .conf import Config, get_config, get_offsite_config
 from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
 
 logger = logging.getLogger("django_studio_backups")
@@ -35,7 +53,7 @@ SELF_LOCK_WAIT = 1.0
 MIGRATIONS_QUERY = "SELECT app, name FROM django_migrations ORDER BY id"
 
 
-# The seed's contract -------------------------------------------------------------------
+# The simple API: None or False on failure ----------------------------------------------
 
 
 def create_backup_now(*, using: str | None = None) -> Path | None:
@@ -84,7 +102,7 @@ def display_time(moment: datetime, *, using: str | None = None) -> str:
     return archive.display(moment, get_config(using).time_zone)
 
 
-# The richer API ------------------------------------------------------------------------
+# The raising API -----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -205,6 +223,33 @@ def live_damage(*, using: str | None = None) -> Damage | None:
     return Damage(damaged_at, reason, _newest_verified(config))
 
 
+def in_wal_mode(*, using: str | None = None) -> bool | None:
+    """Whether the live database is in WAL mode; None while there is no database."""
+    config = get_config(using)
+    try:
+        return engine.is_wal(engine.read_live_header(config.database_path))
+    except (engine.NotADatabase, OSError):
+        return None
+
+
+def has_wal_reset_bug() -> bool:
+    """Whether this Python's SQLite has the WAL-reset bug (see ``engine.has_wal_reset_bug``)."""
+    return engine.HAS_WAL_RESET_BUG
+
+
+def backups_left_beside_a_link(*, using: str | None = None) -> Path | None:
+    """The folder where versions before 0.2 put the backups of a database reached through a
+    symlink (beside the link, not the real file), if it holds any; None otherwise."""
+    config = get_config(using)
+    name = connections[config.alias].settings_dict["NAME"]
+    if conf.user_settings()["DIRECTORY"] or str(name).startswith("file:"):
+        return None
+    old = Path(name).absolute().parent / "backups"
+    if os.path.realpath(old) == os.path.realpath(config.directory):
+        return None
+    return old if archive.list_backup_files(old) else None
+
+
 def record_failure(reason: str, *, kind: str, using: str | None = None) -> None:
     """Log, record in the state file and signal a failed attempt to back up.
 
@@ -288,13 +333,49 @@ def restore_offsite(
     using: str | None = None,
     progress: engine.Progress | None = None,
 ) -> RestoreReport:
-    """Fetch an off-site copy (decrypted with the ``identity`` file), check it against its
-    manifest, keep it as a local backup, and restore it like any other.
+    """Fetch an off-site copy (``download_offsite``) and restore it like any other backup.
 
     Raises ``OffsiteFailed`` if the copy cannot be fetched, ``RestoreFailed`` as ``restore``.
     """
-    backup = offsite.download(name, identity=identity, using=using)
+    backup = download_offsite(name, identity=identity, using=using)
     return restore(backup.name, using=using, progress=progress)
+
+
+# Off-site copies (see offsite.py); each raises OffsiteFailed with the reason.
+
+
+def offsite_configured(*, using: str | None = None) -> bool:
+    """Whether the backups of ``using`` get off-site copies (``ImproperlyConfigured`` names a
+    mistake in ``OFFSITE``)."""
+    return get_offsite_config(using) is not None
+
+
+def offsite_copies(*, using: str | None = None) -> list[offsite.OffsiteCopy]:
+    """The complete off-site copies, newest first."""
+    return offsite.copies(using=using)
+
+
+def offsite_names(*, using: str | None = None) -> set[str]:
+    """The names of the backups that have an off-site copy; empty without ``OFFSITE``."""
+    return offsite.names(using=using)
+
+
+def offsite_failure(*, using: str | None = None) -> Failure | None:
+    """When and why the last off-site copy failed, if no copy was made since."""
+    return offsite.last_failure(using=using)
+
+
+def sync_offsite(*, using: str | None = None) -> offsite.SyncReport:
+    """Upload the backups that lack an off-site copy, then apply off-site retention."""
+    return offsite.sync(using=using)
+
+
+def download_offsite(
+    name: str, *, identity: Path | str | None = None, using: str | None = None
+) -> BackupFile:
+    """Fetch an off-site copy (decrypted with the ``identity`` file) into the backup folder,
+    checked against its manifest, as a local backup."""
+    return offsite.download(name, identity=identity, using=using)
 
 
 def verify(

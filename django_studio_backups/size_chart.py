@@ -5,10 +5,13 @@ The admin page draws it on the server, so it needs no JavaScript and shows in an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .services import BackupFile
 
 WIDTH = 640
 HEIGHT = 180
@@ -50,36 +53,39 @@ class SizeChart:
         return self.bottom + 18
 
 
-def size_chart(backups: Sequence[dict[str, Any]]) -> SizeChart | None:
-    """The chart of ``services.list_backups()`` rows (any order); None without backups."""
-    rows = sorted(backups, key=lambda b: (b["created_at"], b["name"]))
-    if not rows:
+def size_chart(
+    backups: Sequence[BackupFile], display: Callable[[datetime], str]
+) -> SizeChart | None:
+    """The chart of ``backups`` (any order), their times shown by ``display``; None without
+    backups."""
+    ordered = sorted(backups, key=lambda b: (b.created_at, b.name))
+    if not ordered:
         return None
-    first: datetime = rows[0]["created_at"]
-    span = (rows[-1]["created_at"] - first).total_seconds()
-    largest = max(int(b["size"]) for b in rows)
+    first = ordered[0].created_at
+    span = (ordered[-1].created_at - first).total_seconds()
+    largest = max(b.size for b in ordered)
     plot_width = WIDTH - RIGHT - LEFT
     plot_height = HEIGHT - BOTTOM - TOP
     points = []
-    for index, row in enumerate(rows):
+    for index, backup in enumerate(ordered):
         if span > 0:
-            share = (row["created_at"] - first).total_seconds() / span
+            share = (backup.created_at - first).total_seconds() / span
         else:
             # Backups made within the same second: spread them out so that each one shows.
-            share = index / (len(rows) - 1) if len(rows) > 1 else 0.5
-        height = row["size"] / largest if largest else 0.0
+            share = index / (len(ordered) - 1) if len(ordered) > 1 else 0.5
+        height = backup.size / largest if largest else 0.0
         points.append(
             Point(
                 x=LEFT + share * plot_width,
                 y=TOP + (1 - height) * plot_height,
-                name=row["name"],
-                size=row["size"],
-                display=row["display"],
+                name=backup.name,
+                size=backup.size,
+                display=display(backup.created_at),
             )
         )
     return SizeChart(
         points=points,
         largest=largest,
-        first_display=rows[0]["display"],
-        last_display=rows[-1]["display"],
+        first_display=points[0].display,
+        last_display=points[-1].display,
     )

@@ -58,9 +58,10 @@ def record_failure(path: Path, record: Record, reason: str, at: datetime) -> Non
 
 
 def last_failure(path: Path, record: Record, succeeded_at: datetime | None) -> Failure | None:
-    """The failure recorded under ``record``, unless work succeeded at or after it."""
+    """The failure recorded under ``record``, unless work succeeded after it (times are kept
+    to the second: a success in the same second does not hide the failure)."""
     failed_at = read_datetime(path, record.failed_at)
-    if failed_at is None or (succeeded_at is not None and succeeded_at >= failed_at):
+    if failed_at is None or (succeeded_at is not None and succeeded_at > failed_at):
         return None
     try:
         reason = str(read(path).get(record.reason, ""))

@@ -28,6 +28,7 @@ from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import locking, services
+from django_studio_backups.archive import BackupFile
 from django_studio_backups.engine import sha256_of
 from django_studio_backups.models import Backup
 from django_studio_backups.size_chart import size_chart
@@ -312,32 +313,39 @@ def test_a_failed_backup_is_reported_and_then_a_warning(
     assert "The last backup attempt" not in response.content.decode()
 
 
+def listed(name: str, moment: datetime, size: int) -> BackupFile:
+    return BackupFile(
+        Path(name), size, moment, manifest={"created_at": moment.isoformat(), "size": size}
+    )
+
+
+def day(moment: datetime) -> str:
+    return str(moment.day)
+
+
 def test_the_chart_spreads_backups_of_the_same_second() -> None:
     moment = datetime(2026, 3, 4, 15, 30, 45, tzinfo=ZONE)
-    rows = [
-        {"name": f"b{i}", "created_at": moment, "size": 100 * (i + 1), "display": "x"}
-        for i in range(3)
-    ]
-    chart = size_chart(rows)
+    backups = [listed(f"b{i}", moment, 100 * (i + 1)) for i in range(3)]
+    chart = size_chart(backups, day)
     assert chart is not None
     assert [round(p.x) for p in chart.points] == [80, 354, 628]
     assert [round(p.y) for p in chart.points] == [105, 59, 12]
-    [only] = size_chart(rows[:1]).points  # type: ignore[union-attr]
+    [only] = size_chart(backups[:1], day).points  # type: ignore[union-attr]
     assert round(only.x) == 354
-    empty = size_chart([{"name": "e", "created_at": moment, "size": 0, "display": "x"}])
+    empty = size_chart([listed("e", moment, 0)], day)
     assert empty is not None
     assert empty.points[0].y == empty.bottom
-    assert size_chart([]) is None
+    assert size_chart([], day) is None
 
 
 def test_the_chart_places_backups_by_time() -> None:
     start = datetime(2026, 3, 1, tzinfo=ZONE)
-    rows = [
-        {"name": "c", "created_at": start + timedelta(days=4), "size": 400, "display": "5"},
-        {"name": "a", "created_at": start, "size": 200, "display": "1"},
-        {"name": "b", "created_at": start + timedelta(days=1), "size": 300, "display": "2"},
+    backups = [
+        listed("c", start + timedelta(days=4), 400),
+        listed("a", start, 200),
+        listed("b", start + timedelta(days=1), 300),
     ]
-    chart = size_chart(rows)
+    chart = size_chart(backups, day)
     assert chart is not None
     assert [p.name for p in chart.points] == ["a", "b", "c"]
     assert [round(p.x) for p in chart.points] == [80, 217, 628]

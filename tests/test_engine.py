@@ -575,3 +575,22 @@ def test_a_check_after_a_restore_that_finds_the_file_unreadable(tmp_path: Path) 
             engine.check_restored(connection, live, 1.0)
     finally:
         connection.close()
+
+
+def test_a_check_after_a_restore_that_finds_damage(tmp_path: Path) -> None:
+    live = tmp_path / "live.db"
+    connection = sqlite3.connect(live, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=DELETE")
+    connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    connection.executemany("INSERT INTO t (v) VALUES (?)", [(f"row {i}",) for i in range(50)])
+    connection.close()
+    # The cell pointers of the table's page point past its end.
+    with open(live, "r+b") as f:
+        f.seek(4096 + 8)
+        f.write(b"\xff" * 64)
+    connection = engine.connect(live)
+    try:
+        with pytest.raises(engine.CheckFailed, match="failed quick_check after the restore: "):
+            engine.check_restored(connection, live, 1.0)
+    finally:
+        connection.close()

@@ -909,3 +909,24 @@ def test_uri_flags_are_read_as_sqlite_reads_them(query: str, unsafe: str | None)
 
 def test_a_name_ends_at_a_nul_as_sqlite_reads_it() -> None:
     assert conf.database_file("/srv/db.sqlite3\x00.bak").path == Path("/srv/db.sqlite3")
+
+
+def test_a_backup_changed_on_disk_is_no_sign_of_damage_to_the_database(
+    studio_db: StudioDB,
+) -> None:
+    with at(1):
+        manual = services.backup_now()
+    data = bytearray(manual.path.read_bytes())
+    data[-100] ^= 0x01
+    manual.path.write_bytes(bytes(data))
+    with at(1):
+        assert services.backup_if_needed() is None
+    assert services.live_damage() is None
+    assert not services.find_backup(manual.name).verified
+
+
+def test_the_symlink_check_stays_quiet_without_usable_settings(settings: SettingsWrapper) -> None:
+    from django_studio_backups.checks import check_backups_beside_a_symlink
+
+    settings.STUDIO_BACKUPS = {"DATABASE": "nope"}
+    assert check_backups_beside_a_symlink() == []

@@ -359,6 +359,14 @@ def test_leftovers_of_an_interrupted_run_are_removed(studio_db: StudioDB) -> Non
     assert leftovers(studio_db.backups) == []
 
 
+def test_a_leftover_that_cannot_be_removed_is_reported(studio_db: StudioDB) -> None:
+    studio_db.backups.mkdir()
+    leftover = studio_db.backups / ".tmp-123-abcd.db"
+    leftover.write_bytes(b"half a copy")
+    with undeletable(leftover), pytest.raises(BackupFailed, match="Cannot use the backup folder"):
+        services.backup_now()
+
+
 def test_a_missing_database_fails_cleanly(studio_db: StudioDB) -> None:
     studio_db.path.unlink()
     Path(f"{studio_db.path}-wal").unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ... import offsite, services
+from ... import services
 from ..base import add_database_argument, command_errors, human_size
 
 # "yes": passed integrity_check, the check a restore runs; "quick": quick_check only so far.
@@ -55,7 +55,7 @@ class Command(BaseCommand):
 
     def _list_offsite(self, using: str | None, as_json: bool) -> None:
         with command_errors():
-            rows = [copy.as_dict() for copy in offsite.copies(using=using)]
+            rows = [copy.as_dict() for copy in services.offsite_copies(using=using)]
         if as_json:
             self.stdout.write(json.dumps(rows, indent=2, default=str))
             return

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import offsite, services
+from ... import services
 from ..base import (
     add_database_argument,
     command_errors,
@@ -50,7 +50,9 @@ class Command(BaseCommand):
         with command_errors():
             name = options["backup"]
             if options["offsite"]:
-                name = offsite.download(name, identity=options["identity"], using=using).name
+                name = services.download_offsite(
+                    name, identity=options["identity"], using=using
+                ).name
                 self.stdout.write(
                     f"Fetched the off-site copy as {name}, checked against its manifest."
                 )

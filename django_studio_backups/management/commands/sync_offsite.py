@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ... import offsite
+from ... import services
 from ..base import add_database_argument, command_errors
 
 
@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         with command_errors():
-            report = offsite.sync(using=options["database"])
+            report = services.sync_offsite(using=options["database"])
         for copy in report.uploaded:
             self.stdout.write(f"Uploaded {copy.object_name}")
         for name in report.deleted:
