@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
@@ -161,3 +162,18 @@ def undeletable(path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.fixture
+def failures() -> Iterator[list[dict[str, Any]]]:
+    """What ``backup_failed`` sends while the test runs."""
+    from django_studio_backups import signals
+
+    sent: list[dict[str, Any]] = []
+
+    def receive(sender: object, signal: object, **kwargs: Any) -> None:
+        sent.append(kwargs)
+
+    signals.backup_failed.connect(receive, dispatch_uid="tests.failures")
+    yield sent
+    signals.backup_failed.disconnect(dispatch_uid="tests.failures")

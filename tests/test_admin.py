@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import tracemalloc
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -32,7 +31,7 @@ from django_studio_backups.archive import BackupFile
 from django_studio_backups.engine import sha256_of
 from django_studio_backups.models import Backup
 from django_studio_backups.size_chart import size_chart
-from tests.conftest import StudioDB, undeletable
+from tests.conftest import StudioDB, mounted_tmpfs, undeletable
 
 if TYPE_CHECKING:
     from django.test.client import _MonkeyPatchedWSGIResponse as Response
@@ -44,7 +43,6 @@ pytestmark = pytest.mark.django_db(databases=["default", "studio"])
 restores = pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 
 ZONE = ZoneInfo("America/Hermosillo")
-PERMISSIONS = ("view_backup", "add_backup", "delete_backup", "restore_backup", "download_backup")
 
 
 def url(view: str, name: str | None = None) -> str:
@@ -68,17 +66,6 @@ def logged_in(user: User) -> Client:
     return client
 
 
-@pytest.fixture
-def superuser() -> User:
-    user: User = User.objects.create_superuser("boss", password="pw")
-    return user
-
-
-@pytest.fixture
-def admin_client(superuser: User) -> Client:
-    return logged_in(superuser)
-
-
 def texts(response: Response) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
 
@@ -89,97 +76,10 @@ def entries() -> list[tuple[int, str, str]]:
     ]
 
 
-@contextlib.contextmanager
-def read_only_mount(directory: Path) -> Iterator[None]:
-    """A real read-only filesystem at ``directory`` (root may write past chmod)."""
-    if os.geteuid() != 0:
-        if os.environ.get("CI"):
-            pytest.fail("A read-only mount needs root, and CI runs as root")
-        pytest.skip("A read-only mount needs root")
-    directory.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(directory)], check=True
-    )
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", str(directory)], check=True)
-
-
 # Who may do what ---------------------------------------------------------------------
 
 
-def make_request(client: Client, action: str, name: str) -> Response:
-    if action == "changelist":
-        return client.get(url("changelist"))
-    if action == "create":
-        return client.post(url("create"))
-    if action in ("verify",):
-        return client.post(url(action, name))
-    if action == "download":
-        response = client.get(url(action, name))
-        # The streamed file stays open until it is read to the end.
-        if isinstance(response, FileResponse):
-            b"".join(response.streaming_content)
-        return response
-    if action.endswith("_confirm"):
-        return client.get(url(action.removesuffix("_confirm"), name))
-    return client.post(url(action, name), {"post": "yes"})
-
-
-# Each action and the one permission it needs.
-ACTIONS = [
-    ("changelist", "view_backup", 200),
-    ("create", "add_backup", 302),
-    ("verify", "view_backup", 302),
-    ("download", "download_backup", 200),
-    ("delete_confirm", "delete_backup", 200),
-    ("delete", "delete_backup", 302),
-    ("restore_confirm", "restore_backup", 200),
-    ("restore", "restore_backup", 302),
-]
-
-
-@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
-def test_anonymous_users_are_sent_to_the_login_page(
-    studio_db: StudioDB, action: str, permission: str, status: int
-) -> None:
-    name = services.backup_now().name
-    response = make_request(Client(), action, name)
-    assert response.status_code == 302
-    assert response["Location"].startswith(reverse("admin:login"))
-    assert [b.name for b in services.backups()] == [name]
-
-
-@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
-def test_each_view_needs_its_own_permission(
-    studio_db: StudioDB, action: str, permission: str, status: int
-) -> None:
-    name = services.backup_now().name
-    studio_db.add_clients("Carla")
-    nothing = logged_in(staff())
-    assert make_request(nothing, action, name).status_code == 403
-    # Every permission but the one the view needs is not enough either.
-    others = [p for p in PERMISSIONS if p != permission]
-    assert make_request(logged_in(staff(*others, username="others")), action, name).status_code == (
-        403
-    )
-    assert [b.name for b in services.backups()] == [name]
-    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
-    assert LogEntry.objects.count() == 0
-    response = make_request(logged_in(staff(permission, username="allowed")), action, name)
-    assert response.status_code == status
-
-
-@pytest.mark.parametrize(("action", "permission", "status"), ACTIONS)
-def test_superusers_may_do_everything(
-    studio_db: StudioDB, admin_client: Client, action: str, permission: str, status: int
-) -> None:
-    name = services.backup_now().name
-    response = make_request(admin_client, action, name)
-    assert response.status_code == status
-    if status == 302:
-        assert response["Location"] == url("changelist")
+# Every URL, method and kind of user: tests/test_access_control.py. What users see:
 
 
 def test_staff_without_the_view_permission_do_not_see_the_app(studio_db: StudioDB) -> None:
@@ -217,11 +117,11 @@ def test_actions_refuse_get(studio_db: StudioDB, admin_client: Client, view: str
 
 
 @pytest.mark.parametrize("view", ["create", "verify", "delete", "restore"])
-def test_actions_need_the_csrf_token(studio_db: StudioDB, superuser: User, view: str) -> None:
+def test_actions_need_the_csrf_token(studio_db: StudioDB, admin_user: User, view: str) -> None:
     name = services.backup_now().name
     studio_db.add_clients("Carla")
     client = Client(enforce_csrf_checks=True)
-    client.force_login(superuser)
+    client.force_login(admin_user)
     response = client.post(url(view, None if view == "create" else name), {"post": "yes"})
     assert response.status_code == 403
     assert [b.name for b in services.backups()] == [name]
@@ -298,7 +198,7 @@ def test_unusual_growth_is_a_warning(studio_db: StudioDB, admin_client: Client) 
 def test_a_failed_backup_is_reported_and_then_a_warning(
     studio_db: StudioDB, admin_client: Client
 ) -> None:
-    with read_only_mount(studio_db.backups):
+    with mounted_tmpfs(studio_db.backups, "ro,size=1m"):
         response = admin_client.post(url("create"), follow=True)
         assert response.redirect_chain == [(url("changelist"), 302)]
         [message] = texts(response)
@@ -356,7 +256,7 @@ def test_the_chart_places_backups_by_time() -> None:
 # Back up now -------------------------------------------------------------------------
 
 
-def test_back_up_now(studio_db: StudioDB, admin_client: Client, superuser: User) -> None:
+def test_back_up_now(studio_db: StudioDB, admin_client: Client, admin_user: User) -> None:
     response = admin_client.post(url("create"), follow=True)
     [backup] = services.backups()
     assert backup.kind == "manual"
@@ -366,7 +266,7 @@ def test_back_up_now(studio_db: StudioDB, admin_client: Client, superuser: User)
     assert backup.name in response.content.decode()
     [entry] = LogEntry.objects.all()
     assert (entry.user, entry.action_flag, entry.object_repr, entry.object_id) == (
-        superuser,
+        admin_user,
         ADDITION,
         backup.name,
         backup.name,
@@ -478,7 +378,7 @@ def test_verify_a_damaged_backup(studio_db: StudioDB, admin_client: Client) -> N
 
 
 def test_download_sends_the_file(
-    studio_db: StudioDB, admin_client: Client, superuser: User
+    studio_db: StudioDB, admin_client: Client, admin_user: User
 ) -> None:
     backup = services.backup_now()
     response = admin_client.get(url("download", backup.name))
@@ -599,7 +499,7 @@ def test_restore_asks_first(studio_db: StudioDB, admin_client: Client) -> None:
 
 
 @restores
-def test_restore(studio_db: StudioDB, admin_client: Client, superuser: User) -> None:
+def test_restore(studio_db: StudioDB, admin_client: Client, admin_user: User) -> None:
     backup = services.backup_now()
     studio_db.add_clients("Carla")
     response = admin_client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
@@ -614,7 +514,7 @@ def test_restore(studio_db: StudioDB, admin_client: Client, superuser: User) -> 
     assert safety.name in page
     assert ">safety<" in page
     [entry] = LogEntry.objects.all()
-    assert (entry.user, entry.action_flag, entry.object_repr) == (superuser, CHANGE, backup.name)
+    assert (entry.user, entry.action_flag, entry.object_repr) == (admin_user, CHANGE, backup.name)
     assert entry.change_message == (
         f"Restored the database from this backup. Safety backup: {safety.name}."
     )
@@ -697,9 +597,9 @@ def default_backups(settings: SettingsWrapper, tmp_path: Path) -> Path:
 
 @pytest.mark.django_db(transaction=True)
 def test_restore_into_the_admins_database_keeps_the_history_entry(
-    default_backups: Path, superuser: User
+    default_backups: Path, admin_user: User
 ) -> None:
-    client = logged_in(superuser)
+    client = logged_in(admin_user)
     backup = services.backup_now()
     User.objects.create_user("made-after-the-backup")
     response = client.post(url("restore", backup.name), {"post": "yes"}, follow=True)
@@ -708,7 +608,7 @@ def test_restore_into_the_admins_database_keeps_the_history_entry(
     assert response.status_code == 200
     assert response.redirect_chain == [(url("changelist"), 302)]
     [entry] = LogEntry.objects.all()
-    assert (entry.user, entry.action_flag, entry.object_repr) == (superuser, CHANGE, backup.name)
+    assert (entry.user, entry.action_flag, entry.object_repr) == (admin_user, CHANGE, backup.name)
 
 
 @pytest.mark.django_db(transaction=True)

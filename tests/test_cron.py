@@ -314,18 +314,6 @@ def test_backup_on_startup_runs_in_the_background_of_the_first_request(
 # The job and its scheduling, in this process -------------------------------------------
 
 
-@pytest.fixture
-def failures() -> Iterator[list[dict[str, Any]]]:
-    sent: list[dict[str, Any]] = []
-
-    def receive(sender: object, signal: object, **kwargs: Any) -> None:
-        sent.append(kwargs)
-
-    signals.backup_failed.connect(receive, dispatch_uid="test_cron.failures")
-    yield sent
-    signals.backup_failed.disconnect(dispatch_uid="test_cron.failures")
-
-
 def test_daily_backup_makes_one_backup_a_day(studio_db: StudioDB) -> None:
     path = cron.daily_backup()
 

@@ -52,15 +52,6 @@ def tokens(path: Path) -> list[int]:
         connection.close()
 
 
-def admin_client() -> Client:
-    from django.contrib.auth.models import User
-
-    user = User.objects.create_superuser("boss", password="pw")
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def restore_url(name: str) -> str:
     return reverse("admin:django_studio_backups_backup_restore", args=[name])
 
@@ -224,9 +215,10 @@ def test_restore_backup_warns_that_a_busy_restore_was_not_checked(busy_restore: 
 
 
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
-def test_the_admin_says_a_busy_restore_stands(studio_db: StudioDB, busy_restore: Path) -> None:
-    client = admin_client()
-    response = client.post(restore_url(busy_restore.name), {"post": "yes"}, follow=True)
+def test_the_admin_says_a_busy_restore_stands(
+    studio_db: StudioDB, busy_restore: Path, admin_client: Client
+) -> None:
+    response = admin_client.post(restore_url(busy_restore.name), {"post": "yes"}, follow=True)
     shown = messages_of(response)
     assert shown[0].startswith(f"Restored the database from {busy_restore.name}.")
     assert shown[1] == (
@@ -297,14 +289,13 @@ def test_a_restore_that_fails_its_check_with_nothing_to_put_back(
 
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 def test_the_admin_says_what_a_put_back_did(
-    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch, admin_client: Client
 ) -> None:
     journal(studio_db.path, "delete")
     backup = services.backup_now()
     studio_db.add_clients("Carla")
-    client = admin_client()
     damage_right_after_the_commit(monkeypatch)
-    response = client.post(restore_url(backup.name), {"post": "yes"}, follow=True)
+    response = admin_client.post(restore_url(backup.name), {"post": "yes"}, follow=True)
     [shown] = messages_of(response)
     assert shown.startswith("The restore failed; the database is as it was.")
     [damaged] = [b for b in services.backups() if b.kind == "damaged"]
@@ -535,7 +526,7 @@ def test_copies_of_a_damaged_database_are_kept_but_never_verified(studio_db: Stu
 
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 def test_a_damaged_live_database_raises_the_loudest_alarm(
-    studio_db: StudioDB, settings: SettingsWrapper, django_db_blocker: Any
+    studio_db: StudioDB, settings: SettingsWrapper, django_db_blocker: Any, admin_client: Client
 ) -> None:
     from django_studio_backups import signals
 
@@ -564,7 +555,7 @@ def test_a_damaged_live_database_raises_the_loudest_alarm(
     assert state.LIVE_DAMAGED_AT in saved
     # A banner on the admin's page, in words for the studio.
     with django_db_blocker.unblock():
-        page = admin_client().get(reverse("admin:django_studio_backups_backup_changelist"))
+        page = admin_client.get(reverse("admin:django_studio_backups_backup_changelist"))
     text = page.content.decode()
     assert "The live database is damaged" in text
     assert f"Restore {good.name}, the newest backup that passed the full check" in text
@@ -716,16 +707,15 @@ def test_a_damaged_live_database_can_still_be_restored_over(studio_db: StudioDB)
 
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 def test_the_admin_says_when_a_restore_stands_damaged(
-    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch, admin_client: Client
 ) -> None:
     journal(studio_db.path, "delete")
     backup = services.backup_now()
-    client = admin_client()
     with contextlib.ExitStack() as stack:
         damage_right_after_the_commit(
             monkeypatch, lambda: stack.enter_context(undeletable(studio_db.backups))
         )
-        response = client.post(restore_url(backup.name), {"post": "yes"})
+        response = admin_client.post(restore_url(backup.name), {"post": "yes"})
     shown = messages_of(response)
     assert shown[0].startswith(
         "The restored database failed its check and could not be put back: the site now runs "
@@ -735,12 +725,13 @@ def test_the_admin_says_when_a_restore_stands_damaged(
 
 
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
-def test_the_damage_alarm_without_a_verified_backup(studio_db: StudioDB) -> None:
+def test_the_damage_alarm_without_a_verified_backup(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
     damage_an_index(studio_db.path)
     with at(2), pytest.raises(BackupFailed, match="no backup has passed integrity_check"):
         services.backup_if_needed()
-    client = admin_client()
-    page = client.get(reverse("admin:django_studio_backups_backup_changelist"))
+    page = admin_client.get(reverse("admin:django_studio_backups_backup_changelist"))
     assert "No backup has passed the full check yet" in page.content.decode()
     [error] = [
         m

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -19,13 +18,6 @@ from .offsite_helpers import folder_storage, use_offsite
 pytestmark = pytest.mark.django_db(databases=["default", "studio"])
 
 CHANGELIST = "admin:django_studio_backups_backup_changelist"
-
-
-@pytest.fixture
-def admin_client() -> Client:
-    client = Client()
-    client.force_login(User.objects.create_superuser("boss", password="pw"))
-    return client
 
 
 def offsite_cells(page: str) -> dict[str, str]:
