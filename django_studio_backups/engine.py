@@ -1,4 +1,5 @@
-"""Copy, check and restore SQLite database files.
+"""Copy live SQLite databases and restore backups into them (``sqlite_file`` opens, reads
+and checks the files, and its names are this module's too).
 
 Nothing here knows about Django: the functions take paths and plain values and raise
 ``EngineError`` (or a subclass) with a message fit for a person when something is wrong.
@@ -8,18 +9,44 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import logging
 import os
 import shutil
 import sqlite3
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+from .sqlite_file import (
+    HASH_BLOCK,
+    LOCK_RETRY,
+    POLL_INTERVAL,
+    SQLITE_HEADER,
+    BackgroundCheck,
+    CheckFailed,
+    EngineError,
+    NotADatabase,
+    check,
+    check_restorable,
+    connect,
+    database_size,
+    file_uri,
+    fsync_directory,
+    has_table,
+    in_wal_mode,
+    is_damage,
+    is_wal,
+    journal_mode,
+    live_descriptor,
+    open_snapshot_file,
+    page_size,
+    read_header,
+    read_live_header,
+    read_rows,
+    readable,
+    sha256_of,
+)
 
 # (bytes done, bytes expected). Called from a watcher thread, at most every POLL_INTERVAL.
 Progress = Callable[[int, int], None]
@@ -35,10 +62,7 @@ COPY_CHUNK = 8 * 1024 * 1024
 # before the safety copy is made would end up in that copy.
 RESTORE_STEP_BYTES = 4 * 1024 * 1024
 RESTORE_CACHE_KIB = 2 * RESTORE_STEP_BYTES // 1024
-POLL_INTERVAL = 0.05
-HASH_BLOCK = 1024 * 1024
 CHECKPOINT_WAIT_MS = 200
-LOCK_RETRY = 0.001
 # SQLite's result codes; the sqlite3 module only names them from Python 3.11 on.
 SQLITE_OK = 0
 SQLITE_BUSY = 5
@@ -48,6 +72,53 @@ SQLITE_LOCKED = 6
 NEARLY_FULL = 1024 * 1024
 SIDECAR_SUFFIXES = ("-wal", "-shm", "-journal")
 WAL_HEADER_SIZE = 32
+
+# sqlite_file's names are the Engine's too: the rest of the app imports them from here.
+__all__ = [
+    "CHECKPOINT_WAIT_MS",
+    "COPY_CHUNK",
+    "FLUSH_CHUNK",
+    "HASH_BLOCK",
+    "HAS_WAL_RESET_BUG",
+    "LOCK_RETRY",
+    "NEARLY_FULL",
+    "POLL_INTERVAL",
+    "RESTORE_CACHE_KIB",
+    "RESTORE_STEP_BYTES",
+    "SIDECAR_SUFFIXES",
+    "SQLITE_BUSY",
+    "SQLITE_HEADER",
+    "SQLITE_LOCKED",
+    "SQLITE_OK",
+    "WAL_HEADER_SIZE",
+    "BackgroundCheck",
+    "CheckFailed",
+    "EngineError",
+    "NotADatabase",
+    "check",
+    "check_restorable",
+    "check_restored",
+    "connect",
+    "copy_database",
+    "database_size",
+    "file_uri",
+    "fsync_directory",
+    "has_table",
+    "has_wal_reset_bug",
+    "in_wal_mode",
+    "is_damage",
+    "is_wal",
+    "journal_mode",
+    "live_descriptor",
+    "open_snapshot_file",
+    "page_size",
+    "read_header",
+    "read_live_header",
+    "read_rows",
+    "readable",
+    "restore_into",
+    "sha256_of",
+]
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -65,131 +136,6 @@ def has_wal_reset_bug(version: str) -> bool:
 
 
 HAS_WAL_RESET_BUG = has_wal_reset_bug(sqlite3.sqlite_version)
-
-
-class EngineError(Exception):
-    """A copy, check or restore that could not be done; the message says why."""
-
-
-class NotADatabase(EngineError):
-    pass
-
-
-class CheckFailed(EngineError):
-    pass
-
-
-def file_uri(path: Path) -> str:
-    # Always with an (empty) authority: a path that starts with // would otherwise be read
-    # as "file://authority/...", and a relative one as relative to SQLite's own guess.
-    return f"file://{urllib.parse.quote(str(path.absolute()))}"
-
-
-def connect(path: Path, *, mode: str = "rw", timeout: float = 5.0) -> sqlite3.Connection:
-    """Open ``path`` without ever creating it by accident (``mode`` is a SQLite URI mode)."""
-    return sqlite3.connect(
-        f"{file_uri(path)}?mode={mode}", uri=True, timeout=timeout, isolation_level=None
-    )
-
-
-def open_snapshot_file(path: Path) -> sqlite3.Connection:
-    # Backup files never change once published: immutable=1 skips locking and never
-    # creates -wal/-shm files beside them, so checks also work in read-only directories.
-    return sqlite3.connect(f"{file_uri(path)}?mode=ro&immutable=1", uri=True, isolation_level=None)
-
-
-def read_header(path: Path) -> bytes:
-    """The first 100 bytes of the SQLite file ``path``; ``NotADatabase`` for anything else.
-
-    Only for files no SQLite connection in this process has open: use
-    ``read_live_header`` for a live database.
-    """
-    try:
-        with open(path, "rb") as f:
-            return _valid_header(path, f.read(100))
-    except IsADirectoryError:
-        raise NotADatabase(f"{path} is a directory, not a SQLite database") from None
-
-
-def read_live_header(path: Path) -> bytes:
-    """``read_header`` for a database that connections in this process may have open."""
-    if path.is_dir():
-        raise NotADatabase(f"{path} is a directory, not a SQLite database")
-    return _valid_header(path, os.pread(live_descriptor(path), 100, 0))
-
-
-def _valid_header(path: Path, header: bytes) -> bytes:
-    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
-        raise NotADatabase(f"{path} is not a SQLite database")
-    return header
-
-
-# Closing any descriptor on a file releases every POSIX lock this process holds on it,
-# SQLite's own included (SQLite's "How To Corrupt" page lists it): another process could
-# then believe it is the database's last user and, in WAL mode, checkpoint and delete the
-# -wal that this process's connections still read. So a live database file is read
-# through one descriptor per file, kept open for the life of the process, as SQLite keeps
-# its own descriptors open while it holds locks.
-_live_descriptors: dict[tuple[int, int], int] = {}
-_live_descriptors_lock = threading.Lock()
-
-
-def live_descriptor(path: Path) -> int:
-    """A read-only descriptor on the live database file ``path``; never close it."""
-    with _live_descriptors_lock:
-        for key, kept in list(_live_descriptors.items()):
-            if os.fstat(kept).st_nlink == 0:
-                # The file was deleted: no connection opened by name can lock it any more.
-                os.close(kept)
-                del _live_descriptors[key]
-        stat = os.stat(path)
-        descriptor = _live_descriptors.get((stat.st_dev, stat.st_ino))
-        if descriptor is None:
-            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            opened = os.fstat(descriptor)
-            _live_descriptors[(opened.st_dev, opened.st_ino)] = descriptor
-        return descriptor
-
-
-def is_damage(exc: sqlite3.Error) -> bool:
-    """Whether SQLite's error says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), as
-    opposed to a check that could not run: busy, locked, interrupted, I/O, no memory."""
-    message = str(exc)
-    return "malformed" in message or "not a database" in message
-
-
-def is_wal(header: bytes) -> bool:
-    # Bytes 18-19 of the header (the read and write versions) are 2 in WAL mode, 1 with a
-    # rollback journal.
-    return header[18] == 2
-
-
-def page_size(header: bytes) -> int:
-    # Bytes 16-17, big-endian; the value 1 stands for 65,536.
-    size = int.from_bytes(header[16:18], "big")
-    return 65536 if size == 1 else size
-
-
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def database_size(connection: sqlite3.Connection) -> int:
-    page_count = connection.execute("PRAGMA page_count").fetchone()[0]
-    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-    return int(page_count) * int(page_size)
 
 
 class _Watcher(threading.Thread):
@@ -345,7 +291,7 @@ def _copy_files(
     try:
         src.execute("BEGIN")
         src.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        wal = _in_wal_mode(src)
+        wal = in_wal_mode(src)
         expected = database_size(src)
         # While the read transaction lasts, no checkpoint can move the writers' commits out
         # of the source's -wal, and with synchronous=NORMAL nothing syncs them either: the
@@ -415,165 +361,6 @@ def _settle_copy(destination: Path, *, timeout: float) -> None:
         os.truncate(destination, size)
 
 
-def check(path: Path, *, full: bool = False) -> None:
-    """Raise ``CheckFailed`` unless SQLite's quick_check (or integrity_check) passes."""
-    _check(path, full, lambda connection: True)
-
-
-def _check(path: Path, full: bool, share: Callable[[sqlite3.Connection | None], bool]) -> bool:
-    # share() is given the connection once it is open (False: stop there, and return
-    # False) and None before it closes, so that another thread can interrupt the check.
-    read_header(path)
-    pragma = "integrity_check" if full else "quick_check"
-    try:
-        connection = open_snapshot_file(path)
-        try:
-            if not share(connection):
-                return False
-            rows = [row[0] for row in connection.execute(f"PRAGMA {pragma}").fetchmany(5)]
-        finally:
-            share(None)
-            connection.close()
-    except sqlite3.Error as exc:
-        if not is_damage(exc):
-            # A disk that failed to read, memory that ran out: nothing known of the data.
-            raise EngineError(f"{path.name} could not be checked: {exc}") from exc
-        raise CheckFailed(f"{path.name} failed {pragma}: {exc}") from exc
-    if rows != ["ok"]:
-        raise CheckFailed(f"{path.name} failed {pragma}: {'; '.join(map(str, rows))}")
-    return True
-
-
-class BackgroundCheck:
-    """``check(path, full=...)`` in a thread of its own, while the caller does other work.
-
-    Use it as a context manager: leaving the block cancels a check still running.
-    """
-
-    def __init__(self, path: Path, *, full: bool = False) -> None:
-        self.path = path
-        self.full = full
-        self._passed = False
-        self._error: EngineError | None = None
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        self._cancelled = False
-        self._thread = threading.Thread(target=self._run, name="studio-backups-check", daemon=True)
-
-    def __enter__(self) -> BackgroundCheck:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cancel()
-
-    def _run(self) -> None:
-        try:
-            self._passed = _check(self.path, self.full, self._share)
-        except EngineError as exc:
-            self._error = exc
-        except Exception as exc:  # an unreadable file, no memory: not a pass either
-            self._error = CheckFailed(f"{self.path.name} could not be checked: {exc!r}")
-
-    def _share(self, connection: sqlite3.Connection | None) -> bool:
-        with self._lock:
-            self._connection = connection
-            return not self._cancelled
-
-    def failure(self) -> EngineError | None:
-        """Why the check did not pass, once it has ended; None while it runs or if it passed."""
-        if self._thread.is_alive() or self._passed:
-            return None
-        return self._error or CheckFailed(f"{self.path.name} was not checked: cancelled")
-
-    def wait(self) -> None:
-        """Wait for the check to end (``failure`` then says how it went)."""
-        self._thread.join()
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-        while self._thread.is_alive():
-            # Interrupting before the PRAGMA has begun would not stop it: repeat until done.
-            with self._lock:
-                if self._connection is not None:
-                    self._connection.interrupt()
-            self._thread.join(POLL_INTERVAL)
-
-
-def readable(path: Path, *, wait: float) -> bool:
-    """Whether a read transaction on the live database ``path`` can begin within ``wait``
-    seconds (False: a lock keeps readers out, in rollback-journal mode)."""
-    connection = connect(path, timeout=0)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                return True
-            except sqlite3.OperationalError:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(LOCK_RETRY)
-    finally:
-        connection.close()
-
-
-def has_table(path: Path, table: str) -> bool:
-    connection = open_snapshot_file(path)
-    try:
-        row = connection.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-    finally:
-        connection.close()
-    return row is not None
-
-
-def read_rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    connection = open_snapshot_file(path)
-    try:
-        return [tuple(row) for row in connection.execute(query)]
-    finally:
-        connection.close()
-
-
-def journal_mode(path: Path, *, timeout: float = 5.0) -> str:
-    connection = connect(path, mode="ro", timeout=timeout)
-    try:
-        return _journal_mode(connection)
-    finally:
-        connection.close()
-
-
-def _journal_mode(connection: sqlite3.Connection) -> str:
-    return str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
-
-
-def _in_wal_mode(connection: sqlite3.Connection) -> bool:
-    return _journal_mode(connection) == "wal"
-
-
-def check_restorable(backup: Path, live: Path, *, sha256: str | None) -> None:
-    """Raise ``CheckFailed`` if ``backup`` cannot be restored over the live database ``live``:
-    it changed since its SHA-256 was taken, or its page size differs from that of a live
-    database in WAL mode. (``BackgroundCheck`` runs the integrity_check.)"""
-    if sha256 is not None and sha256_of(backup) != sha256:
-        raise CheckFailed(
-            "it does not match the SHA-256 in its manifest, so it changed after it was made"
-        )
-    if not live.exists() or live.stat().st_size == 0:
-        return  # no live database (or the empty file Django creates): nothing to match
-    current = read_live_header(live)
-    restored = read_header(backup)
-    # SQLite cannot change the page size of a database in WAL mode.
-    if is_wal(current) and page_size(current) != page_size(restored):
-        raise CheckFailed(
-            f"its page size ({page_size(restored)} bytes) differs from the live "
-            f"database's ({page_size(current)} bytes), which is in WAL mode"
-        )
-
-
 def restore_into(
     backup: Path,
     live: Path,
@@ -607,7 +394,7 @@ def restore_into(
         # it must not become a new, empty database that is then reported as restored.
         dst = connect(live, mode="rw" if live.exists() else "rwc", timeout=timeout)
         try:
-            wal = _in_wal_mode(dst)
+            wal = in_wal_mode(dst)
             pages = int(src.execute("PRAGMA page_count").fetchone()[0])
             expected = pages * page_size(header)
             # Never all in one step: a step that copies the last page also commits, and

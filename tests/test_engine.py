@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from django_studio_backups import engine
+from django_studio_backups import engine, sqlite_file
 from tests import processes
 from tests.conftest import REPO, fill_database
 
@@ -476,10 +476,10 @@ def test_descriptors_of_deleted_databases_are_let_go(tmp_path: Path) -> None:
     kept = engine.live_descriptor(first)
     assert engine.live_descriptor(first) == kept
     inode = (first.stat().st_dev, first.stat().st_ino)
-    assert engine._live_descriptors[inode] == kept
+    assert sqlite_file._live_descriptors[inode] == kept
     first.unlink()
     engine.live_descriptor(second)
-    assert inode not in engine._live_descriptors
+    assert inode not in sqlite_file._live_descriptors
 
 
 EXCLUSIVE = (
