@@ -67,9 +67,11 @@ class Row:
     offsite: bool = False
 
     @classmethod
-    def of(cls, backup: BackupFile, *, offsite: bool = False) -> Row:
+    def of(
+        cls, backup: BackupFile, show: Callable[[datetime], str], *, offsite: bool = False
+    ) -> Row:
         label = KIND_LABELS.get(backup.kind, gettext_lazy("unknown"))
-        return cls(backup, services.display_time(backup.created_at), str(label), offsite)
+        return cls(backup, show(backup.created_at), str(label), offsite)
 
 
 def local_time(moment: datetime) -> str:
@@ -129,8 +131,9 @@ class BackupAdmin(ModelAdmin):
         listed = services.backups()
         warnings = self._warnings()
         copied = self._offsite_names(warnings)
+        show = services.time_display()
         rows = [
-            Row.of(backup, offsite=copied is not None and backup.name in copied)
+            Row.of(backup, show, offsite=copied is not None and backup.name in copied)
             for backup in listed
         ]
         context = {
@@ -141,7 +144,7 @@ class BackupAdmin(ModelAdmin):
             "last_backup": services.get_last_backup_display(),
             "warnings": warnings,
             "offsite": copied is not None,
-            "chart": size_chart(listed, services.display_time),
+            "chart": size_chart(listed, show),
             "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
             "has_delete_permission": self.has_delete_permission(request),
@@ -359,7 +362,7 @@ class BackupAdmin(ModelAdmin):
             **self.admin_site.each_context(request),
             "opts": self.opts,
             "title": title,
-            "row": Row.of(backup),
+            "row": Row.of(backup, services.time_display()),
             **extra,
         }
         request.current_app = self.admin_site.name

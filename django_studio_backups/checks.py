@@ -15,7 +15,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, growth, services
+from . import conf, cron, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running
 # (a day, and the slack of a job that runs late or a machine that was off for a night).
@@ -154,7 +154,7 @@ def check_growth(
         return []
     if message is None:
         return []
-    return [checks.Warning(message, hint=growth.HINT, id="studio_backups.W030")]
+    return [checks.Warning(message, hint=services.GROWTH_HINT, id="studio_backups.W030")]
 
 
 @checks.register()

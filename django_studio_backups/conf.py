@@ -347,7 +347,8 @@ def offsite_problems() -> list[Problem]:
         )
     from . import codec
 
-    if options["COMPRESS"] not in codec.COMPRESSIONS:
+    compression = options["COMPRESS"]
+    if not isinstance(compression, str | None) or compression not in codec.COMPRESSIONS:
         known = [repr(name) for name in codec.COMPRESSIONS]
         found.append(
             Problem(

@@ -238,8 +238,11 @@ def _download(
 def last_failure(*, using: str | None = None) -> state.Failure | None:
     """When and why the last off-site copy failed, if no copy was made since."""
     config = get_config(using)
-    uploaded_at = state.read_datetime(config.state_file, UPLOADED_AT)
-    return state.last_failure(config.state_file, state.OFFSITE, uploaded_at)
+    return state.last_failure(
+        config.state_file,
+        state.OFFSITE,
+        lambda: state.read_datetime(config.state_file, UPLOADED_AT),
+    )
 
 
 # Internals -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from django.db import connections
 from . import archive, backing_up, engine, offsite, signals
 from .archive import BackupFile
 from .conf import Config
-from .exceptions import BackupFailed, RestoreFailed
+from .exceptions import BackupFailed, BackupNotFound, RestoreFailed
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -45,9 +45,13 @@ def validate(config: Config, backup: BackupFile) -> None:
         if backup.manifest_path.exists() and backup.sha256 is None:
             # Without its checksum a changed file could pass for the backup that was made.
             raise engine.CheckFailed("its manifest is damaged, so its SHA-256 is unknown")
+        if backup.sha256 is not None and engine.sha256_of(backup.path) != backup.sha256:
+            raise engine.CheckFailed(
+                "it does not match the SHA-256 in its manifest, so it changed after it was made"
+            )
         if not engine.has_table(backup.path, "django_migrations"):
             raise engine.NotADatabase("it is a SQLite database, but not a Django one")
-        engine.check_restorable(backup.path, config.database_path, sha256=backup.sha256)
+        engine.check_restorable(backup.path, config.database_path)
     except (engine.EngineError, sqlite3.Error, OSError) as exc:
         raise RestoreFailed(f"{backup.name} cannot be restored: {exc}") from exc
 
@@ -200,6 +204,7 @@ def restore(
             # once it has passed.
             with engine.BackgroundCheck(backup.path, full=True) as integrity:
                 validate(config, backup)
+                # validate() has read the live header, if there is a database.
                 live_in_wal_mode = backing_up.has_data(config.database_path) and engine.is_wal(
                     engine.read_live_header(config.database_path)
                 )
@@ -226,7 +231,7 @@ def restore(
             if warning is None:
                 # The live database now holds a backup that passed integrity_check.
                 backing_up.clear_damage_alarm(config)
-    except RestoreFailed as exc:
+    except (RestoreFailed, BackupNotFound) as exc:
         logger.error("Restore into %s failed: %s", config.database_path, exc)
         raise
     logger.info(

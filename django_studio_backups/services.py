@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -81,7 +81,13 @@ def get_last_backup_display(*, using: str | None = None) -> str:
 
 def display_time(moment: datetime, *, using: str | None = None) -> str:
     """``moment`` as the app shows times to people: ``dd/mm/yyyy hh:mm``, in the studio's zone."""
-    return archive.display(moment, get_config(using).time_zone)
+    return time_display(using=using)(moment)
+
+
+def time_display(*, using: str | None = None) -> Callable[[datetime], str]:
+    """``display_time`` with the settings read once, for showing many times."""
+    zone = get_config(using).time_zone
+    return lambda moment: archive.display(moment, zone)
 
 
 # The raising API -----------------------------------------------------------------------
@@ -91,6 +97,10 @@ Failure = state.Failure
 
 
 RestoreReport = restoring.RestoreReport
+# (bytes done, bytes expected), as a backup or restore goes.
+Progress = engine.Progress
+# What to do about an unusual growth (see growth_warning()).
+GROWTH_HINT = growth.HINT
 
 
 @dataclass(frozen=True)
@@ -175,7 +185,9 @@ def last_backup_at(*, using: str | None = None) -> datetime | None:
 def last_failure(*, using: str | None = None) -> Failure | None:
     """The last failed backup attempt, if it came after the last successful backup."""
     config = get_config(using)
-    return state.last_failure(config.state_file, state.BACKUP, backing_up.last_backup_at(config))
+    return state.last_failure(
+        config.state_file, state.BACKUP, lambda: backing_up.last_backup_at(config)
+    )
 
 
 def live_damage(*, using: str | None = None) -> Damage | None:
@@ -214,9 +226,12 @@ def backups_left_beside_a_link(*, using: str | None = None) -> Path | None:
     if conf.user_settings()["DIRECTORY"] or str(name).startswith("file:"):
         return None
     old = Path(name).absolute().parent / "backups"
-    if os.path.realpath(old) == os.path.realpath(config.directory):
+    try:
+        if os.path.realpath(old) == os.path.realpath(config.directory):
+            return None
+        return old if archive.list_backup_files(old) else None
+    except OSError:  # a folder that cannot be read (a symlink loop): nothing to point out
         return None
-    return old if archive.list_backup_files(old) else None
 
 
 def record_failure(reason: str, *, kind: str, using: str | None = None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,11 +57,17 @@ def record_failure(path: Path, record: Record, reason: str, at: datetime) -> Non
     update(path, **{record.failed_at: isoformat(at), record.reason: reason})
 
 
-def last_failure(path: Path, record: Record, succeeded_at: datetime | None) -> Failure | None:
+def last_failure(
+    path: Path, record: Record, succeeded_at: Callable[[], datetime | None]
+) -> Failure | None:
     """The failure recorded under ``record``, unless work succeeded after it (times are kept
-    to the second: a success in the same second does not hide the failure)."""
+    to the second: a success in the same second does not hide the failure).
+    ``succeeded_at`` is asked only when a failure is recorded."""
     failed_at = read_datetime(path, record.failed_at)
-    if failed_at is None or (succeeded_at is not None and succeeded_at > failed_at):
+    if failed_at is None:
+        return None
+    succeeded = succeeded_at()
+    if succeeded is not None and succeeded > failed_at:
         return None
     try:
         reason = str(read(path).get(record.reason, ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import sqlite3
 from datetime import datetime, timedelta
@@ -486,3 +487,13 @@ def test_in_rollback_journal_mode_the_check_ends_before_the_copy_begins(
     assert checks[-1]._passed
     if journal_mode == "delete":
         assert check_still_running == [False]
+
+
+def test_no_failure_no_guess_at_the_last_backup(
+    studio_db: StudioDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    services.backup_now()
+    studio_db.state_file.unlink()
+    with caplog.at_level(logging.WARNING, "django_studio_backups"):
+        assert services.last_failure() is None
+    assert caplog.records == []

@@ -921,3 +921,13 @@ def test_the_symlink_check_stays_quiet_without_usable_settings(settings: Setting
 
     settings.STUDIO_BACKUPS = {"DATABASE": "nope"}
     assert check_backups_beside_a_symlink() == []
+
+
+def test_a_folder_beside_the_link_that_cannot_be_read_is_no_crash(
+    linked_db: StudioDB, tmp_path: Path
+) -> None:
+    from django_studio_backups.checks import check_backups_beside_a_symlink
+
+    loop = tmp_path / "data" / "backups"
+    loop.symlink_to(loop)
+    assert check_backups_beside_a_symlink() == []

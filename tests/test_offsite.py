@@ -450,6 +450,7 @@ def test_the_lock_waits_for_another_upload(
         ({"STORAGE": "nowhere"}, "studio_backups.E041", "'nowhere', which is not an alias"),
         ({}, "studio_backups.E041", "None, which is not an alias"),
         ({"STORAGE": "drive", "COMPRESS": "xz"}, "studio_backups.E042", "not 'xz'"),
+        ({"STORAGE": "drive", "COMPRESS": ["zstd"]}, "studio_backups.E042", r"not \['zstd'\]"),
         ({"STORAGE": "drive", "ENCRYPT_TO": "age1abc"}, "studio_backups.E043", "non-empty list"),
         ({"STORAGE": "drive", "ENCRYPT_TO": []}, "studio_backups.E043", "non-empty list"),
         ({"STORAGE": "drive", "ENCRYPT_TO": ["age1abc"]}, "studio_backups.E043", "'age1abc'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -232,3 +233,11 @@ def test_migration_difference(studio_db: StudioDB) -> None:
     assert report.unknown_migrations == unknown
     assert backup.migrations is not None
     assert ("studio", "0099_future") in backup.migrations
+
+
+def test_a_restore_of_a_backup_that_is_not_there_is_logged(
+    studio_db: StudioDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, "django_studio_backups"), pytest.raises(BackupNotFound):
+        services.restore("backup_20990101_000000.db")
+    assert "There is no backup called 'backup_20990101_000000.db'" in caplog.text

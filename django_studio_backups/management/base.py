@@ -9,8 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
 from django.template.defaultfilters import filesizeformat
 
-from ..engine import Progress
 from ..exceptions import BackupError
+from ..services import Progress
 
 
 def add_database_argument(parser: CommandParser) -> None:
