@@ -1,9 +1,7 @@
 """Safe, verified backups and restores of a Django project's SQLite database."""
 
-import logging
-
 __version__ = "0.1.0"
 
-# A library's logger stays silent until the project configures it (LOGGING); failures also
-# reach callers as return values, CommandError, the state file and the backup_failed signal.
-logging.getLogger("django_studio_backups").addHandler(logging.NullHandler())
+# No NullHandler on the "django_studio_backups" logger: in a project without LOGGING for it,
+# Python's last-resort handler writes its warnings and errors to stderr, which cron mails or
+# logs, so a failure of the daily job is never silent.

@@ -46,7 +46,7 @@ from django_studio_backups import (
     startup,
     state,
 )
-from tests.conftest import StudioDB, mounted_tmpfs
+from tests.conftest import StudioDB, command_env, mounted_tmpfs
 
 REPO = Path(__file__).resolve().parent.parent
 MANAGE = REPO / "example_project" / "manage.py"
@@ -609,3 +609,25 @@ def test_the_first_request_to_a_server_starts_the_backup(
     serve_one_request()
     assert startup_threads() == []
     assert not still_armed()
+
+
+def test_a_failed_daily_job_reaches_stderr_without_logging_settings(
+    studio_db: StudioDB, tmp_path: Path
+) -> None:
+    # tests.settings has no LOGGING, as a stock project does not.
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=64k") as readonly:
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import django; django.setup(); "
+                "from django_studio_backups import cron; cron.daily_backup()",
+            ],
+            env=command_env(studio_db, DIRECTORY=str(readonly)),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert ran.returncode == 0
+    assert "Read-only file system" in ran.stderr

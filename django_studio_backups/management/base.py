@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from django.core.exceptions import ImproperlyConfigured
@@ -23,10 +24,18 @@ def add_database_argument(parser: CommandParser) -> None:
 
 @contextlib.contextmanager
 def command_errors() -> Iterator[None]:
+    # A command reports its failure itself, as a CommandError. Where the project has set up
+    # no logging, Python's last-resort handler would print the same failure again.
+    logger = logging.getLogger("django_studio_backups")
+    quiet = logging.NullHandler()
+    if not logger.hasHandlers():
+        logger.addHandler(quiet)
     try:
         yield
     except (BackupError, ImproperlyConfigured) as exc:
         raise CommandError(str(exc)) from exc
+    finally:
+        logger.removeHandler(quiet)
 
 
 def terminal_progress(out: OutputWrapper) -> Progress | None:
