@@ -199,6 +199,19 @@ def get_config(using: str | None = None) -> Config:
     )
 
 
+def state_file_for() -> Path | None:
+    """Where the state file of the configured database is, even while settings that stop
+    backups are wrong; None when the settings do not say."""
+    options = user_settings()
+    if options["STATE_FILE"]:
+        return Path(options["STATE_FILE"]).absolute()
+    database = settings.DATABASES.get(options["DATABASE"]) or {}
+    if database.get("ENGINE") != SQLITE_ENGINE:
+        return None
+    path = database_file(database.get("NAME")).path
+    return path.parent / "settings.json" if path is not None else None
+
+
 def directory_for(using: str | None = None) -> Path | None:
     """Where the backups of ``using`` go, even while other settings are wrong; None when
     there is no database file to derive it from."""

@@ -13,13 +13,18 @@ from pathlib import Path
 from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 
-from . import conf, services, signals
+from . import conf, services, signals, state
 from .exceptions import BackupError
 
 logger = logging.getLogger("django_studio_backups")
 
 JOB = "django_studio_backups.cron.daily_backup"
+# django-crontab's `crontab run` runs Django's system checks before the job, and any error,
+# this app's or another's, would stop the job before it could say why. The job checks what
+# it needs as it goes, and records what stops it; `manage.py check` still reports everything.
+SKIP_CHECKS = "--skip-checks"
 
 
 def daily_backup() -> Path | None:
@@ -30,8 +35,15 @@ def daily_backup() -> Path | None:
         # backup_if_needed() has logged it, recorded it and sent backup_failed.
         return None
     except ImproperlyConfigured as exc:
-        # Without usable settings there is no state file to record the failure in.
+        # The settings name no database to back up: the state file is recorded where the
+        # settings put it, if they say.
         logger.error("The daily backup cannot run: %s", exc)
+        state_file = conf.state_file_for()
+        if state_file is not None:
+            now = timezone.now()
+            state.record_failure(
+                state_file, state.BACKUP, f"The daily backup cannot run: {exc}", now
+            )
         signals.send(
             signals.backup_failed,
             kind="daily",
@@ -61,4 +73,8 @@ def add_job() -> None:
         return
     # django-crontab names the job in the crontab line by a hash of its JSON; every process
     # (``crontab add`` and cron's ``crontab run``) builds this same tuple, so the hashes match.
-    settings.CRONJOBS = [*(getattr(settings, "CRONJOBS", None) or []), (schedule, JOB)]
+    # A string third item is the suffix of the job's line.
+    settings.CRONJOBS = [
+        *(getattr(settings, "CRONJOBS", None) or []),
+        (schedule, JOB, SKIP_CHECKS),
+    ]

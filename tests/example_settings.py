@@ -15,4 +15,7 @@ CRONTAB_EXECUTABLE = os.environ.get("STUDIO_TEST_CRONTAB", "/usr/bin/crontab")
 STUDIO_BACKUPS = {
     **EXAMPLE_BACKUPS,
     "BACKUP_ON_STARTUP": os.environ.get("STUDIO_TEST_BACKUP_ON_STARTUP") == "1",
+    "CRON_SCHEDULE": os.environ.get(
+        "STUDIO_TEST_CRON_SCHEDULE", EXAMPLE_BACKUPS.get("CRON_SCHEDULE", "0 3 * * *")
+    ),
 }

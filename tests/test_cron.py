@@ -236,6 +236,60 @@ def test_failed_cron_run_is_recorded_and_keeps_last_backup_at(
     assert [b.path for b in project.backup_files()] == [earlier.path]
 
 
+def test_a_cron_run_is_not_stopped_by_system_check_errors(
+    installed_job: InstalledJob, project: Project, tmp_path: Path
+) -> None:
+    assert " --skip-checks " in installed_job.command
+    # A backup folder that cannot be written: `manage.py check` reports E006, an error.
+    with mounted_tmpfs(project.backups, "ro,size=64k"):
+        checked = project.manage("check")
+        ran = run_as_cron(installed_job.command, tmp_path)
+    assert checked.returncode == 1
+    assert "studio_backups.E006" in checked.stderr
+    # The job still ran, and recorded why it made no backup.
+    assert ran.returncode == 0
+    recorded = project.state()
+    assert "Read-only file system" in recorded[state.LAST_FAILURE_REASON]
+    assert recorded[state.LAST_FAILURE_REASON] in project.log.read_text()
+    assert "SystemCheckError" not in project.log.read_text()
+
+
+def test_changing_the_schedule_leaves_one_job_installed(
+    installed_job: InstalledJob, project: Project, tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "crontab"
+    changed = project.manage(
+        "crontab",
+        "add",
+        "--verbosity",
+        "0",
+        STUDIO_TEST_CRONTAB=str(wrapper),
+        STUDIO_TEST_CRON_SCHEDULE="45 4 * * *",
+    )
+    assert changed.returncode == 0, changed.stderr
+    listed = subprocess.run([str(wrapper), "-l"], capture_output=True, text=True, check=True)
+    lines = [line for line in listed.stdout.splitlines() if line.endswith(installed_job.comment)]
+    assert len(lines) == 1, listed.stdout
+    assert lines[0].startswith("45 4 * * * ")
+
+
+def test_the_daily_job_records_settings_that_stop_it(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    state_file = tmp_path / "state.json"
+    settings.STUDIO_BACKUPS = {
+        "DATABASE": "studio",
+        "MAX_BACKUPS": 0,
+        "STATE_FILE": str(state_file),
+    }
+    assert cron.daily_backup() is None
+    reason = state.read(state_file)[state.LAST_FAILURE_REASON]
+    assert "MAX_BACKUPS" in reason
+    settings.STUDIO_BACKUPS = {"DATABASE": "studio", "MAX_BACKUPS": 0}
+    assert cron.daily_backup() is None
+    assert "MAX_BACKUPS" in state.read(studio_db.state_file)[state.LAST_FAILURE_REASON]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -412,7 +466,7 @@ def test_the_job_is_added_at_start_up(settings: SettingsWrapper) -> None:
 
     assert cronjobs() == [
         ("*/5 * * * *", "studio.cron.reminders"),
-        ("0 3 * * *", "django_studio_backups.cron.daily_backup"),
+        ("0 3 * * *", "django_studio_backups.cron.daily_backup", "--skip-checks"),
     ]
     assert scheduling_warnings() == []
 
@@ -421,7 +475,7 @@ def test_the_job_is_added_at_the_configured_time(settings: SettingsWrapper) -> N
     settings.STUDIO_BACKUPS = {"CRON_SCHEDULE": "30 23 * * mon-sat"}
     install_apps(settings, "django_crontab")
 
-    assert cronjobs() == [("30 23 * * mon-sat", cron.JOB)]
+    assert cronjobs() == [("30 23 * * mon-sat", cron.JOB, cron.SKIP_CHECKS)]
 
 
 def test_a_job_the_project_lists_is_kept(settings: SettingsWrapper) -> None:

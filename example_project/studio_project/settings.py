@@ -105,8 +105,8 @@ STUDIO_BACKUPS = {
     "TIME_ZONE": "America/Hermosillo",
 }
 
-# The daily backup: `manage.py crontab add` installs it (django_studio_backups adds its job
-# to CRONJOBS, at STUDIO_BACKUPS["CRON_SCHEDULE"], 03:00 by default).
+# The daily backup: `manage.py crontab add --verbosity 0` installs it (django_studio_backups
+# adds its job to CRONJOBS, at STUDIO_BACKUPS["CRON_SCHEDULE"], 03:00 by default).
 # `crontab add` and `crontab remove` replace every line carrying this comment: unique per project.
 CRONTAB_COMMENT = f"django-studio-backups example project in {BASE_DIR}"
 CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
