@@ -102,7 +102,8 @@ def check_cron_job(
             "django_crontab is installed, but CRONJOBS has no daily backup job.",
             hint=(
                 "Set STUDIO_BACKUPS['CRON_SCHEDULE'] to a cron time such as '0 3 * * *', or list "
-                f"('0 3 * * *', {cron.JOB!r}) in CRONJOBS. If another scheduler runs "
+                f"('0 3 * * *', {cron.JOB!r}, {cron.SKIP_CHECKS!r}) in CRONJOBS. If another "
+                "scheduler runs "
                 "`manage.py backup_if_needed` every day, add 'studio_backups.W020' to "
                 "SILENCED_SYSTEM_CHECKS."
             ),

@@ -35,8 +35,8 @@ def daily_backup() -> Path | None:
         # backup_if_needed() has logged it, recorded it and sent backup_failed.
         return None
     except ImproperlyConfigured as exc:
-        # The settings name no database to back up: the state file is recorded where the
-        # settings put it, if they say.
+        # Settings that stop backups: the failure goes into the state file that the settings
+        # name, or the one beside the database file, where the admin looks for it.
         logger.error("The daily backup cannot run: %s", exc)
         state_file = conf.state_file_for()
         if state_file is not None:
