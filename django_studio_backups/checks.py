@@ -112,6 +112,29 @@ def check_cron_job(
     ]
 
 
+@checks.register(deploy=True)
+def check_installed_job(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    found = cron.installed()
+    if found is None:
+        return []
+    what = {
+        "missing": "The daily backup job is not in this machine's crontab.",
+        "stale": (
+            "The crontab holds an earlier version of the daily backup job (another schedule, "
+            "say), which django-crontab no longer finds: the backup does not run."
+        ),
+    }[found]
+    return [
+        checks.Warning(
+            what,
+            hint="Run `manage.py crontab add --verbosity 0` as the user whose crontab runs it.",
+            id="studio_backups.W023",
+        )
+    ]
+
+
 @checks.register()
 def check_last_backup(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any

@@ -7,7 +7,11 @@ its cause, records it in the state file and sends ``backup_failed``; it raises n
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import shlex
+import subprocess
 from pathlib import Path
 
 from django.apps import apps
@@ -25,6 +29,7 @@ JOB = "django_studio_backups.cron.daily_backup"
 # this app's or another's, would stop the job before it could say why. The job checks what
 # it needs as it goes, and records what stops it; `manage.py check` still reports everything.
 SKIP_CHECKS = "--skip-checks"
+CRONTAB_TIMEOUT = 10.0
 
 
 def daily_backup() -> Path | None:
@@ -60,8 +65,7 @@ def daily_backup() -> Path | None:
 
 
 def is_scheduled() -> bool:
-    jobs = getattr(settings, "CRONJOBS", None) or []
-    return any(isinstance(job, list | tuple) and len(job) > 1 and job[1] == JOB for job in jobs)
+    return any(_is_ours(job) for job in getattr(settings, "CRONJOBS", None) or [])
 
 
 def add_job() -> None:
@@ -78,3 +82,36 @@ def add_job() -> None:
         *(getattr(settings, "CRONJOBS", None) or []),
         (schedule, JOB, SKIP_CHECKS),
     ]
+
+
+def installed() -> str | None:
+    """How the machine's crontab stands against the daily job in ``CRONJOBS``: "missing" (no
+    line of this project's), "stale" (a line for another version of the job, such as an
+    earlier schedule: django-crontab will not find it), or None (installed, or nothing to
+    compare)."""
+    job = next((j for j in getattr(settings, "CRONJOBS", None) or [] if _is_ours(j)), None)
+    if job is None or not apps.is_installed("django_crontab"):
+        return None
+    from django_crontab.app_settings import Settings
+
+    crontab = Settings(settings)
+    try:
+        listed = subprocess.run(
+            [*shlex.split(crontab.CRONTAB_EXECUTABLE), "-l"],
+            capture_output=True,
+            text=True,
+            timeout=CRONTAB_TIMEOUT,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None  # no crontab program here: nothing to compare
+    marker = f"# {crontab.CRONTAB_COMMENT}"
+    ours = [line for line in listed.stdout.splitlines() if line.rstrip().endswith(marker)]
+    # django-crontab names a job in its line by the MD5 of the job's JSON.
+    wanted = hashlib.md5(json.JSONEncoder(sort_keys=True).encode(job).encode()).hexdigest()
+    if any(f" crontab run {wanted} " in f"{line} " for line in ours):
+        return None
+    return "stale" if any(" crontab run " in line for line in ours) else "missing"
+
+
+def _is_ours(job: object) -> bool:
+    return isinstance(job, list | tuple) and len(job) > 1 and job[1] == JOB

@@ -273,6 +273,39 @@ def test_changing_the_schedule_leaves_one_job_installed(
     assert lines[0].startswith("45 4 * * * ")
 
 
+def deploy_warnings(project: Project, wrapper: Path, **extra: str) -> str:
+    checked = project.manage("check", "--deploy", STUDIO_TEST_CRONTAB=str(wrapper), **extra)
+    return checked.stdout + checked.stderr
+
+
+def test_check_deploy_compares_the_installed_crontab_with_cronjobs(
+    installed_job: InstalledJob, project: Project, tmp_path: Path
+) -> None:
+    wrapper = tmp_path / "crontab"
+    assert "studio_backups.W023" not in deploy_warnings(project, wrapper)
+    # The schedule changed, and nobody ran `crontab add`: the installed line is stale.
+    stale = deploy_warnings(project, wrapper, STUDIO_TEST_CRON_SCHEDULE="45 4 * * *")
+    assert "studio_backups.W023" in stale
+    assert "earlier version of the daily backup job" in stale
+    assert "crontab add --verbosity 0" in stale
+    removed = project.manage("crontab", "remove", STUDIO_TEST_CRONTAB=str(wrapper))
+    assert removed.returncode == 0, removed.stderr
+    missing = deploy_warnings(project, wrapper)
+    assert "studio_backups.W023" in missing
+    assert "is not in this machine's crontab" in missing
+
+
+def test_nothing_to_compare_without_a_crontab_program(settings: SettingsWrapper) -> None:
+    # Set through the fixture first, so that the job start-up adds is taken away again.
+    settings.CRONJOBS = []
+    install_apps(settings, "django_crontab")
+    assert cron.is_scheduled()
+    settings.CRONTAB_EXECUTABLE = "/nonexistent/crontab"
+    assert cron.installed() is None
+    settings.CRONJOBS = []
+    assert cron.installed() is None
+
+
 def test_the_daily_job_records_settings_that_stop_it(
     studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
 ) -> None:
