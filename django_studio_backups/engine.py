@@ -185,6 +185,10 @@ class _Watcher(threading.Thread):
         finally:
             self.done.set()
             self.join()
+        # Only once the work succeeded: it is all done, whatever the last look saw (a small
+        # copy may end before the first look).
+        if self.progress is not None:
+            self.progress(self.expected, self.expected)
 
 
 def _fdatasync_path(path: Path) -> None:

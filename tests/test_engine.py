@@ -594,3 +594,15 @@ def test_a_check_after_a_restore_that_finds_damage(tmp_path: Path) -> None:
             engine.check_restored(connection, live, 1.0)
     finally:
         connection.close()
+
+
+def test_progress_ends_at_the_whole_even_for_a_copy_faster_than_a_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = tmp_path / "small.db"
+    fill_database(source, 1)
+    monkeypatch.setattr(engine, "POLL_INTERVAL", 60.0)
+    reports: list[tuple[int, int]] = []
+    engine.copy_database(source, tmp_path / "copy.db", progress=lambda d, e: reports.append((d, e)))
+    assert len(reports) == 1
+    assert reports[0][0] == reports[0][1] > 0
