@@ -112,7 +112,7 @@ def problems(using: str | None = None) -> list[Problem]:
                 "django_studio_backups backs up SQLite databases only.",
             )
         )
-    elif database_file(database.get("NAME")).path is None:
+    elif (file := database_file(database.get("NAME"))).path is None:
         found.append(
             Problem(
                 IN_MEMORY,
@@ -120,12 +120,12 @@ def problems(using: str | None = None) -> list[Problem]:
                 "Give DATABASES[...]['NAME'] a file path.",
             )
         )
-    elif database_file(database.get("NAME")).unsafe:
+    elif file.unsafe:
         found.append(
             Problem(
                 UNSAFE_URI,
                 f"The database {alias!r} is opened with "
-                f"{database_file(database.get('NAME')).unsafe}: backups and restores could "
+                f"{file.unsafe}: backups and restores could "
                 "not lock it the way Django's connections do.",
                 "Leave vfs, nolock and immutable out of the file: URI in NAME.",
             )
