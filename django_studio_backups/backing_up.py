@@ -67,7 +67,7 @@ def publish_backup(
 
     The daily backup, where time does not matter, runs integrity_check, the check a restore
     runs; the others run quick_check and count as verified only once a full check passed
-    (or the daily job gives them one, see ``_check_newest_in_full``).
+    (or the daily job gives them one, see ``check_newest_in_full``).
     A copy that fails its check means the live database itself is damaged: that raises the
     alarm (``live_damage``).
     """
