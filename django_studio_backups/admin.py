@@ -25,13 +25,15 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 from django.utils.text import capfirst
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
-from . import services
-from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, OffsiteFailed, RestoreFailed
+from . import exceptions, services
+from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
 from .models import Backup
 from .services import BackupFile
 from .size_chart import size_chart
@@ -54,7 +56,89 @@ KIND_LABELS = {
     "damaged": gettext_lazy("damaged"),
 }
 
+# What happened and what to do, for each kind of trouble (exceptions.FOLDER, ...): what the
+# studio reads. The exact reason, meant for whoever runs the server, follows as the detail.
+CAUSES = {
+    exceptions.FOLDER: gettext_lazy("The backup folder cannot be written."),
+    exceptions.SPACE: gettext_lazy("The disk is full."),
+    exceptions.BUSY: gettext_lazy("The database or the backup folder stayed busy for too long."),
+    exceptions.DAMAGED: gettext_lazy("SQLite found damage."),
+    exceptions.SETTINGS: gettext_lazy("The backup settings are wrong."),
+    exceptions.OFFSITE: gettext_lazy("The off-site storage could not be used."),
+    exceptions.OTHER: gettext_lazy("Something unexpected went wrong."),
+}
+ADVICE = {
+    exceptions.FOLDER: gettext_lazy(
+        "Ask whoever set up the server to check that the backup folder exists and that the "
+        "site may write in it."
+    ),
+    exceptions.SPACE: gettext_lazy(
+        "Ask whoever set up the server to free some space, or to keep the backups on a larger disk."
+    ),
+    exceptions.BUSY: gettext_lazy(
+        "Try again in a few minutes. If it keeps happening, tell whoever set up the server."
+    ),
+    exceptions.DAMAGED: gettext_lazy(
+        "Do not restore a damaged backup: choose the newest one marked as verified."
+    ),
+    exceptions.SETTINGS: gettext_lazy(
+        "Ask whoever set up the server to run “manage.py check” and correct what it reports."
+    ),
+    exceptions.OFFSITE: gettext_lazy(
+        "The backups on this server are not affected. If it keeps happening, ask whoever set "
+        "up the server to check the off-site storage."
+    ),
+    exceptions.OTHER: gettext_lazy(
+        "Ask whoever set up the server to look at the technical detail."
+    ),
+}
+# How each backup's off-site copy stands (offsite.Status.of): the icon and its words.
+OFFSITE_STATES = {
+    "copied": ("admin/img/icon-yes.svg", gettext_lazy("Copied")),
+    "pending": ("admin/img/icon-clock.svg", gettext_lazy("Being copied")),
+    "failed": ("admin/img/icon-alert.svg", gettext_lazy("The copy failed")),
+    "stalled": (
+        "admin/img/icon-alert.svg",
+        gettext_lazy("Not copied yet: the next daily backup copies it"),
+    ),
+    "unknown": (
+        "admin/img/icon-unknown.svg",
+        gettext_lazy("Not known yet: the next daily backup looks"),
+    ),
+    None: ("admin/img/icon-no.svg", gettext_lazy("No")),
+}
+
 View = Callable[..., HttpResponseBase]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A warning on the Backups page: what happened and what to do, then the detail."""
+
+    text: str
+    detail: str | None = None
+
+
+def with_detail(text: str, detail: str) -> SafeString:
+    """A message with its technical detail on a line of its own."""
+    return format_html(
+        '{}<br><small class="studio-backups-detail">{} {}</small>',
+        text,
+        _("Technical detail:"),
+        detail,
+    )
+
+
+def cause(problem: str) -> str:
+    return str(CAUSES.get(problem, CAUSES[exceptions.OTHER]))
+
+
+def advice(problem: str) -> str:
+    return str(ADVICE.get(problem, ADVICE[exceptions.OTHER]))
+
+
+def explained(error: BackupError) -> str:
+    return f"{cause(error.problem)} {advice(error.problem)}"
 
 
 @dataclass(frozen=True)
@@ -64,14 +148,20 @@ class Row:
     backup: BackupFile
     display: str
     kind_label: str
-    offsite: bool = False
+    # The icon and words for its off-site copy (OFFSITE_STATES).
+    offsite_icon: str = ""
+    offsite_label: str = ""
 
     @classmethod
     def of(
-        cls, backup: BackupFile, show: Callable[[datetime], str], *, offsite: bool = False
+        cls,
+        backup: BackupFile,
+        show: Callable[[datetime], str],
+        offsite: services.OffsiteStatus | None = None,
     ) -> Row:
         label = KIND_LABELS.get(backup.kind, gettext_lazy("unknown"))
-        return cls(backup, show(backup.created_at), str(label), offsite)
+        icon, words = OFFSITE_STATES[offsite.of(backup.name) if offsite is not None else None]
+        return cls(backup, show(backup.created_at), str(label), icon, str(words))
 
 
 def local_time(moment: datetime) -> str:
@@ -130,12 +220,9 @@ class BackupAdmin(ModelAdmin):
             raise PermissionDenied
         listed = services.backups()
         warnings = self._warnings()
-        copied = self._offsite_names(warnings)
+        offsite = self._offsite_status(warnings)
         show = services.time_display()
-        rows = [
-            Row.of(backup, show, offsite=copied is not None and backup.name in copied)
-            for backup in listed
-        ]
+        rows = [Row.of(backup, show, offsite) for backup in listed]
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,
@@ -143,7 +230,7 @@ class BackupAdmin(ModelAdmin):
             "backups": rows,
             "last_backup": services.get_last_backup_display(),
             "warnings": warnings,
-            "offsite": copied is not None,
+            "offsite": offsite is not None,
             "chart": size_chart(listed, show),
             "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
@@ -155,56 +242,79 @@ class BackupAdmin(ModelAdmin):
         request.current_app = self.admin_site.name
         return TemplateResponse(request, self._template("change_list.html"), context)
 
-    def _warnings(self) -> list[str]:
+    def _warnings(self) -> list[Notice]:
         found = []
         damage = services.live_damage()
         if damage is not None:
             if damage.newest_good is not None:
-                advice = _(
+                what_to_do = _(
                     "Restore %(name)s, the newest backup that passed the full check; the "
                     "restore keeps a copy of the database as it is now."
                 ) % {"name": damage.newest_good.name}
             else:
-                advice = _("No backup has passed the full check yet: ask for expert help.")
+                what_to_do = _("No backup has passed the full check yet: ask for expert help.")
             found.append(
-                _(
-                    "The live database is damaged: a copy made on %(when)s failed SQLite's "
-                    "check. %(advice)s"
+                Notice(
+                    _(
+                        "The live database is damaged: a copy made on %(when)s failed SQLite's "
+                        "check. %(advice)s"
+                    )
+                    % {"when": local_time(damage.at), "advice": what_to_do},
+                    damage.reason,
                 )
-                % {"when": local_time(damage.at), "advice": advice}
             )
         last = services.last_backup_at()
         if last is None:
-            found.append(_("No backup has been made yet."))
+            found.append(Notice(_("No backup has been made yet.")))
         elif timezone.now() - last > BACKUP_MISSED_AFTER:
             found.append(
-                _("The last backup was made on %(when)s, more than a day ago.")
-                % {"when": local_time(last)}
+                Notice(
+                    _("The last backup was made on %(when)s, more than a day ago.")
+                    % {"when": local_time(last)}
+                )
             )
         failure = services.last_failure()
-        if failure is not None:
+        if failure is not None and not (
+            damage is not None and failure.problem == exceptions.DAMAGED
+        ):
             found.append(
-                _("The last backup attempt, on %(when)s, failed: %(reason)s")
-                % {"when": local_time(failure.at), "reason": failure.reason}
+                Notice(
+                    _("The last backup attempt, on %(when)s, failed. %(cause)s %(advice)s")
+                    % {
+                        "when": local_time(failure.at),
+                        "cause": cause(failure.problem),
+                        "advice": advice(failure.problem),
+                    },
+                    failure.reason,
+                )
             )
         return found
 
-    def _offsite_names(self, warnings: list[str]) -> set[str] | None:
-        """The backups with an off-site copy; None when off-site copies are not set up."""
+    def _offsite_status(self, warnings: list[Notice]) -> services.OffsiteStatus | None:
+        """What was recorded of the off-site copies; None when they are not set up. Nothing
+        here waits on the network: the storage is not asked."""
         try:
             if not services.offsite_configured():
                 return None
-            copied = services.offsite_names()
-        except (OffsiteFailed, ImproperlyConfigured) as exc:
-            warnings.append(_("The off-site copies cannot be listed: %(reason)s") % {"reason": exc})
-            return set()
+        except ImproperlyConfigured as exc:
+            warnings.append(
+                Notice(
+                    _("No off-site copies are made: their settings are wrong. %(advice)s")
+                    % {"advice": advice(exceptions.SETTINGS)},
+                    str(exc),
+                )
+            )
+            return None
         failure = services.offsite_failure()
         if failure is not None:
             warnings.append(
-                _("The last off-site copy, on %(when)s, failed: %(reason)s")
-                % {"when": local_time(failure.at), "reason": failure.reason}
+                Notice(
+                    _("The last copy to the off-site storage, on %(when)s, failed. %(advice)s")
+                    % {"when": local_time(failure.at), "advice": advice(exceptions.OFFSITE)},
+                    failure.reason,
+                )
             )
-        return copied
+        return services.offsite_status()
 
     # Actions ---------------------------------------------------------------------------
 
@@ -215,10 +325,14 @@ class BackupAdmin(ModelAdmin):
         if not self.has_add_permission(request):
             raise PermissionDenied
         try:
-            backup = services.backup_now(kind="manual")
+            # The off-site copy is made after the answer: the page shows it as being copied.
+            backup = services.backup_now(kind="manual", copy_in_background=True)
         except BackupFailed as exc:
+            # The page's warnings say when, what to do, and the detail, once.
             self.message_user(
-                request, _("The backup failed: %(reason)s") % {"reason": exc}, messages.ERROR
+                request,
+                _("The backup failed. %(cause)s") % {"cause": cause(exc.problem)},
+                messages.ERROR,
             )
         else:
             self._log(request, backup.name, ADDITION, _("Backed up the database."))
@@ -243,15 +357,20 @@ class BackupAdmin(ModelAdmin):
             self._log(request, backup.name, CHANGE, _("Verified: damaged."))
             self.message_user(
                 request,
-                _("%(name)s is damaged: %(problems)s")
-                % {"name": backup.name, "problems": "; ".join(problems)},
+                with_detail(
+                    _("The backup %(name)s is damaged: do not restore it.") % {"name": backup.name},
+                    "; ".join(problems),
+                ),
                 messages.ERROR,
             )
         else:
             self._log(request, backup.name, CHANGE, _("Verified: intact."))
             self.message_user(
                 request,
-                _("%(name)s is intact: it matches its checksum and passes SQLite's checks.")
+                _(
+                    "The backup %(name)s is intact: it matches its checksum and passes "
+                    "SQLite's checks."
+                )
                 % {"name": backup.name},
                 messages.SUCCESS,
             )
@@ -275,10 +394,15 @@ class BackupAdmin(ModelAdmin):
             return self._confirmation(request, "delete_confirmation.html", backup, _("Delete"))
         try:
             services.delete_backup(backup.name)
-        except (BackupNotFound, DeleteFailed) as exc:
+        except BackupNotFound:  # deleted since the page was shown
+            return self._not_found(request, backup.name)
+        except DeleteFailed as exc:
             self.message_user(
                 request,
-                _("The backup was not deleted: %(reason)s") % {"reason": exc},
+                with_detail(
+                    _("The backup was not deleted. %(explained)s") % {"explained": explained(exc)},
+                    str(exc),
+                ),
                 messages.ERROR,
             )
         else:
@@ -297,7 +421,15 @@ class BackupAdmin(ModelAdmin):
             try:
                 missing, unknown = services.migration_difference(backup)
             except RestoreFailed as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+                self.message_user(
+                    request,
+                    with_detail(
+                        _("This backup cannot be restored. %(explained)s")
+                        % {"explained": explained(exc)},
+                        str(exc),
+                    ),
+                    messages.ERROR,
+                )
                 return self._to_changelist()
             return self._confirmation(
                 request,
@@ -308,17 +440,21 @@ class BackupAdmin(ModelAdmin):
                 unknown_migrations=[f"{app}.{migration}" for app, migration in unknown],
             )
         try:
-            report = services.restore(backup.name)
-        except (RestoreFailed, BackupNotFound) as exc:  # (deleted since the first look)
-            if isinstance(exc, RestoreFailed) and exc.database_changed:
+            report = services.restore(backup.name, copy_in_background=True)
+        except BackupNotFound:  # deleted since the page was shown
+            return self._not_found(request, backup.name)
+        except RestoreFailed as exc:
+            if exc.database_changed:
                 text = _(
                     "The restored database failed its check and could not be put back: the "
                     "site now runs on the restored data, which may be damaged. Ask whoever "
-                    "set up the server to look at it now. %(reason)s"
+                    "set up the server to look at it now."
                 )
             else:
-                text = _("The restore failed; the database is as it was. %(reason)s")
-            self.message_user(request, text % {"reason": exc}, messages.ERROR)
+                text = _("The restore failed; the database is as it was. %(explained)s") % {
+                    "explained": explained(exc)
+                }
+            self.message_user(request, with_detail(text, str(exc)), messages.ERROR)
             return self._to_changelist()
         # Only now: the restore replaced every table, the admin's history included.
         self._log_after_restore(request, report)

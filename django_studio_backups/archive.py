@@ -92,6 +92,12 @@ class BackupFile:
         return None
 
     @property
+    def failed_check(self) -> bool:
+        """The file's last check found it damaged (or changed since it was made)."""
+        check = self.manifest.get("verification")
+        return isinstance(check, dict) and check.get("ok") is False
+
+    @property
     def verified(self) -> bool:
         """The file passed integrity_check, the check a restore runs: it can be restored.
 
@@ -122,6 +128,19 @@ class BackupFile:
             "verified": self.verified,
             "check": self.check,
         }
+
+
+def record_check(backup: BackupFile, *, ok: bool, check: str, at: str, problems: list[str]) -> None:
+    """Write the outcome of a check of ``backup`` into its manifest (one without a manifest
+    stays without); a manifest that cannot be written keeps its earlier outcome."""
+    if not backup.manifest:
+        return
+    manifest = {
+        **backup.manifest,
+        "verification": {"ok": ok, "check": check, "at": at, "problems": problems},
+    }
+    with contextlib.suppress(OSError):
+        replace_json(backup.manifest_path, manifest)
 
 
 def display(moment: datetime, zone: tzinfo | None) -> str:

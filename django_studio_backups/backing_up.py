@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Collection, Iterator, Mapping
@@ -17,10 +18,10 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import __version__, archive, engine, locking, retention, signals, state
+from . import __version__, archive, engine, locking, notify, retention, signals, state
 from .archive import BackupFile
 from .conf import Config
-from .exceptions import BackupError, BackupFailed, BackupNotFound
+from .exceptions import DAMAGED, OTHER, RAISED, BackupError, BackupFailed, BackupNotFound
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -106,7 +107,9 @@ def publish_backup(
     except (engine.EngineError, OSError, sqlite3.Error) as exc:
         temporary.unlink(missing_ok=True)
         archive.manifest_path_for(temporary).unlink(missing_ok=True)
-        raise BackupFailed(f"Backup of {config.database_path} failed: {exc}") from exc
+        raise BackupFailed(
+            f"Backup of {config.database_path} failed: {_without(temporary, config, exc)}"
+        ) from exc
     if full:
         clear_damage_alarm(config)
     return archive.backup_file(path)
@@ -134,18 +137,37 @@ def raise_damage_alarm(config: Config, problem: str) -> str:
     )
 
 
-def check_newest_in_full(config: Config) -> None:
+def check_newest_in_full(config: Config) -> bool:
     """The daily job's full check, on a day whose backup was made already (by hand, before
-    a migrate or a restore): the newest backup gets integrity_check unless it passed it."""
+    a migrate or a restore): the newest backup gets integrity_check unless it passed it.
+
+    False when that backup was damaged after it was made (which is reported): the day then
+    needs another backup.
+    """
     newest = next(iter(archive.list_backup_files(config.directory)), None)
-    if newest is None or newest.verified or newest.check is None:
-        return  # nothing to check, verified already, or failed already (and reported)
+    if newest is not None and newest.verified:
+        return True
+    if newest is None or newest.check is None:
+        # Gone, failed a check (reported when it was found), or changed since: the day has
+        # no backup to rely on.
+        logger.warning("Today's backup is missing or not intact; making a new one")
+        return False
     problems, faithful = verify(config, newest, full=True)
     if problems and faithful:
         # The file is the copy that was made, so the database it was copied from failed.
-        raise BackupFailed(raise_damage_alarm(config, "; ".join(problems)))
-    if not problems:
-        clear_damage_alarm(config)
+        raise BackupFailed(raise_damage_alarm(config, "; ".join(problems)), problem=DAMAGED)
+    if problems:
+        # The file changed after it was made: the disk may be failing, and someone must know.
+        record_failure(
+            config,
+            "daily",
+            f"{newest.name} was damaged after it was made ({'; '.join(problems)}); "
+            "making a new backup",
+            DAMAGED,
+        )
+        return False
+    clear_damage_alarm(config)
+    return True
 
 
 def clear_damage_alarm(config: Config) -> None:
@@ -161,7 +183,7 @@ def record_backup(config: Config, backup: BackupFile, protected: Collection[Path
     # A success ends the run of failures that the admin page and list_backups warn about.
     state.update(
         config.state_file,
-        remove=(state.LAST_FAILURE_AT, state.LAST_FAILURE_REASON),
+        remove=state.BACKUP.keys,
         **{state.LAST_BACKUP_AT: state.isoformat(backup.created_at.astimezone(config.time_zone))},
     )
     prune(config, protected={backup.path, *protected})
@@ -239,11 +261,29 @@ def delete(backup: BackupFile, error: type[BackupError]) -> None:
         logger.warning("Deleted %s, but not its manifest: %s", backup.name, exc)
 
 
-def record_failure(config: Config, kind: str, reason: str) -> None:
-    logger.error("%s", reason)
+def _without(temporary: Path, config: Config, exc: BaseException) -> str:
+    """``exc`` told without the temporary file's name, which means nothing to anyone and is
+    gone by the time they read it."""
+    if (
+        isinstance(exc, OSError)
+        and exc.filename is not None
+        and Path(os.fsdecode(exc.filename)).parent == config.directory
+    ):
+        # "[Errno 28] No space left on device", about the folder it concerns.
+        reason = f"[Errno {exc.errno}] {exc.strerror}"
+        return f"cannot write in the backup folder {config.directory}: {reason}"
+    return str(exc).replace(str(temporary), "the copy").replace(temporary.name, "the copy")
+
+
+def record_failure(
+    config: Config, kind: str, reason: str, problem: str = OTHER, *, raised: bool = False
+) -> None:
+    """Log, record, signal and notify a failed backup; ``raised``: the caller raises it."""
+    logger.error("%s", reason, extra=RAISED if raised else None)
     now = timezone.now().astimezone(config.time_zone)
-    state.record_failure(config.state_file, state.BACKUP, reason, now)
+    state.record_failure(config.state_file, state.BACKUP, reason, now, problem)
     signals.send(signals.backup_failed, kind=kind, reason=reason, using=config.alias)
+    notify.failure(kind, reason, database=config.database_path)
 
 
 def last_backup_at(config: Config) -> datetime | None:
@@ -304,18 +344,13 @@ def verify(config: Config, backup: BackupFile, full: bool) -> tuple[list[str], b
         problems.append(f"Could not read {backup.name}: {exc}")
     # A file whose SHA-256 still matches is the file that passed integrity_check before.
     still_full = expected is not None and backup.check == archive.FULL_CHECK
-    if backup.manifest:
-        manifest = {
-            **backup.manifest,
-            "verification": {
-                "ok": not problems,
-                "check": archive.FULL_CHECK if full or still_full else "quick_check",
-                "at": state.isoformat(timezone.now().astimezone(config.time_zone)),
-                "problems": problems,
-            },
-        }
-        with contextlib.suppress(OSError):
-            archive.replace_json(backup.manifest_path, manifest)
+    archive.record_check(
+        backup,
+        ok=not problems,
+        check=archive.FULL_CHECK if full or still_full else "quick_check",
+        at=state.isoformat(timezone.now().astimezone(config.time_zone)),
+        problems=problems,
+    )
     return problems, faithful
 
 

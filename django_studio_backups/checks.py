@@ -28,6 +28,8 @@ BAD_CRON_SCHEDULE = "studio_backups.E020"
 BAD_BACKUP_ON_STARTUP = "studio_backups.E021"
 BAD_BACKUP_BEFORE_MIGRATE = "studio_backups.E030"
 BAD_GROWTH_WARNING = "studio_backups.E031"
+BAD_NOTIFY_ADMINS = "studio_backups.E032"
+BAD_HEARTBEAT_URL = "studio_backups.E033"
 
 
 @checks.register()
@@ -55,6 +57,7 @@ def _problems_that_stop_nothing() -> list[conf.Problem]:
     for key, problem_id in (
         ("BACKUP_ON_STARTUP", BAD_BACKUP_ON_STARTUP),
         ("BACKUP_BEFORE_MIGRATE", BAD_BACKUP_BEFORE_MIGRATE),
+        ("NOTIFY_ADMINS", BAD_NOTIFY_ADMINS),
     ):
         if not isinstance(options[key], bool):
             found.append(
@@ -70,6 +73,15 @@ def _problems_that_stop_nothing() -> list[conf.Problem]:
                 BAD_GROWTH_WARNING,
                 f"STUDIO_BACKUPS['GROWTH_WARNING'] must be a fraction above 0, not {growth!r}.",
                 "For example 0.5 to warn when a backup is more than 50% larger than usual.",
+            )
+        )
+    heartbeat = options["HEARTBEAT_URL"]
+    if heartbeat is not None and not conf.is_heartbeat_url(heartbeat):
+        found.append(
+            conf.Problem(
+                BAD_HEARTBEAT_URL,
+                f"STUDIO_BACKUPS['HEARTBEAT_URL'] must be an http or https URL, not {heartbeat!r}.",
+                "For example 'https://hc-ping.com/<uuid>', or None for no heartbeat.",
             )
         )
     directory = conf.directory_for()

@@ -27,6 +27,11 @@ DEFAULTS: dict[str, Any] = {
     "BACKUP_BEFORE_MIGRATE": True,
     # Warn when a backup is more than this fraction larger than the median of the seven before.
     "GROWTH_WARNING": 0.5,
+    # Mail every failure to settings.ADMINS (see notify.py).
+    "NOTIFY_ADMINS": True,
+    # A heartbeat monitor (healthchecks.io and the like): URL after each daily backup that
+    # succeeded, URL/fail after any failure.
+    "HEARTBEAT_URL": None,
     # Off-site copies in a Django storage: see OFFSITE_DEFAULTS and offsite_problems().
     "OFFSITE": None,
 }
@@ -74,6 +79,13 @@ class Problem:
     id: str
     message: str
     hint: str | None = None
+
+
+def is_heartbeat_url(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    parts = urllib.parse.urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def user_settings() -> dict[str, Any]:

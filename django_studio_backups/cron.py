@@ -19,8 +19,8 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, services, signals, state
-from .exceptions import BackupError
+from . import conf, notify, services, signals, state
+from .exceptions import SETTINGS, BackupError
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -32,10 +32,13 @@ SKIP_CHECKS = "--skip-checks"
 CRONTAB_TIMEOUT = 10.0
 
 
-def daily_backup() -> Path | None:
-    """Make today's backup unless it exists: its path, or None (none needed, or failed)."""
+def daily_backup(*, report_to_monitor: bool = True) -> Path | None:
+    """Make today's backup unless it exists: its path, or None (none needed, or failed).
+
+    ``report_to_monitor``: see ``services.backup_if_needed``.
+    """
     try:
-        backup = services.backup_if_needed()
+        backup = services.backup_if_needed(report_to_monitor=report_to_monitor)
     except BackupError:
         # backup_if_needed() has logged it, recorded it and sent backup_failed.
         return None
@@ -47,7 +50,7 @@ def daily_backup() -> Path | None:
         if state_file is not None:
             now = timezone.now()
             state.record_failure(
-                state_file, state.BACKUP, f"The daily backup cannot run: {exc}", now
+                state_file, state.BACKUP, f"The daily backup cannot run: {exc}", now, SETTINGS
             )
         signals.send(
             signals.backup_failed,
@@ -55,6 +58,7 @@ def daily_backup() -> Path | None:
             reason=str(exc),
             using=conf.user_settings()["DATABASE"],
         )
+        notify.failure("daily", f"The daily backup cannot run: {exc}", database=None)
         return None
     except Exception as exc:
         # A bug: still a failed daily backup, and one that must be seen.

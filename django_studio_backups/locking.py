@@ -14,7 +14,8 @@ POLL_INTERVAL = 0.05
 
 
 class LockTimeout(Exception):
-    pass
+    # The kind of trouble, as exceptions.problem_of reads it.
+    problem = "busy"
 
 
 @contextlib.contextmanager
@@ -38,7 +39,8 @@ def exclusive(path: Path, timeout: float) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     raise LockTimeout(
-                        f"another backup or restore has held {path} for more than {timeout:g} s"
+                        f"another backup, restore or off-site copy has held {path} for "
+                        f"more than {timeout:g} s"
                     ) from None
                 time.sleep(POLL_INTERVAL)
         yield

@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -38,10 +38,11 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
 
-from . import archive, codec, engine, locking, retention, state
+from . import archive, background, codec, engine, locking, notify, retention, signals, state
 from .archive import BackupFile
 from .conf import Config, OffsiteConfig, get_config, get_offsite_config
-from .exceptions import OffsiteFailed
+from .exceptions import OFFSITE as OFFSITE_PROBLEM
+from .exceptions import RAISED, OffsiteFailed
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -49,10 +50,11 @@ LOCK_NAME = ".offsite-lock"
 MANIFEST_SUFFIX = ".json"
 FORMAT = 1
 UPLOADED_AT = state.OFFSITE_UPLOADED_AT
-FAILED_AT = state.OFFSITE_FAILED_AT
-ERROR = state.OFFSITE_ERROR
 # A data object: a backup's name followed by the codec's suffixes.
 DATA_NAME = re.compile(f"^{archive.NAME}{codec.SUFFIXES}$")
+# A copy on its way for longer than this was cut short (its process stopped): the page says
+# so, and the next daily job or sync_offsite makes it.
+STALLED_AFTER = timedelta(hours=2)
 # Parts of a multipart S3 upload held in memory at once (see _limit_upload_buffers).
 UPLOAD_BUFFERS = 2
 MANIFEST_NAME = re.compile(f"^{archive.NAME}{re.escape(MANIFEST_SUFFIX)}$")
@@ -135,58 +137,138 @@ def names(*, using: str | None = None) -> set[str]:
     return {copy.name for copy in copies(using=using)}
 
 
-def copy_new_backup(backup: BackupFile, config: Config) -> OffsiteCopy | None:
-    """Upload a copy of a backup just made, then apply off-site retention.
+def copy_new_backup(backup: BackupFile, config: Config, *, in_background: bool = False) -> bool:
+    """Upload a copy of a backup just made, then apply off-site retention; False if that
+    failed (or cannot be known yet: ``in_background``), True if it was done or is not wanted.
 
-    Never raises: the local backup stands whatever happens off-site. A failure is logged and
-    recorded in the state file; ``sync`` makes the copy later.
+    Never raises: the local backup stands whatever happens off-site. A failure is logged,
+    recorded in the state file and notified; ``sync`` makes the copy later. In the background
+    (the admin: a request never waits on the network) the backup shows as pending meanwhile.
     """
     try:
         offsite = get_offsite_config(config.alias)
     except ImproperlyConfigured as exc:
-        _record_failure(config, f"No off-site copy of {backup.name}: {exc}")
-        return None
+        _record_failure(config, f"No off-site copy of {backup.name}: {exc}", [backup.name])
+        return False
     if offsite is None:
-        return None
+        return True
+    _note(config, pending=[backup.name])
+    if in_background:
+        background.start(
+            f"copying {backup.name} off-site", _copy, config, offsite, backup, wait_at_exit=False
+        )
+        return False
+    return _copy(config, offsite, backup)
+
+
+def _copy(config: Config, offsite: OffsiteConfig, backup: BackupFile) -> bool:
+    uploaded = False
     try:
         with _lock(config), _opened(offsite) as storage:
-            copy = _upload(config, offsite, storage, backup, _listing(storage))
-            _prune(offsite, storage, keep={copy.name})
+            files = _listing(storage)
+            # While this waited for the lock, a sync may have copied the backup (uploading it
+            # again would first delete that good copy), or retention deleted it.
+            present = _complete(storage, files).get(backup.name)
+            if present is not None and present.sha256 == backup.sha256:
+                _note(config, done=[backup.name])
+                return True
+            if not backup.path.exists():
+                logger.info("Not copying %s off-site: it was deleted meanwhile", backup.name)
+                return True
+            copy = _upload(config, offsite, storage, backup, files)
+            uploaded = True
+            _prune(config, offsite, storage, keep={copy.name})
     except OffsiteFailed as exc:
-        _record_failure(config, str(exc))
-        return None
-    return copy
+        # (A failure after the upload, in retention, leaves the copy made.)
+        _record_failure(config, str(exc), [] if uploaded else [backup.name])
+        return False
+    return True
 
 
 def sync(*, using: str | None = None) -> SyncReport:
     """Upload the local backups that lack an off-site copy, then apply retention.
 
     Only backups that retention would keep are uploaded: the newest ``MAX_BACKUPS`` among
-    the local backups and the copies.
+    the local backups and the copies. Every failure is recorded and notified, and raised
+    (``OffsiteFailed``) unless it concerns single backups, which the report lists.
     """
     config, offsite = _settings(using)
+    return _sync(config, offsite, raised=True)
+
+
+def catch_up(config: Config, new: BackupFile | None = None) -> bool:
+    """The daily job's off-site work: ``sync``, which also copies what an upload in the
+    background could not finish. Never raises; False if anything failed (recorded).
+
+    Without a ``new`` backup to copy, it does nothing, without the network, unless a copy is
+    recorded as pending or failed, or nothing is known of the copies yet.
+    """
+    try:
+        offsite = get_offsite_config(config.alias)
+    except ImproperlyConfigured as exc:
+        _record_failure(config, f"No off-site copies: {exc}")
+        return False
+    if offsite is None:
+        return True
+    if new is None:
+        known = status(using=config.alias)
+        if known.copied is not None and not known.pending and not known.failed:
+            return True
+    try:
+        return not _sync(config, offsite, raised=False, new=new).failed
+    except OffsiteFailed:
+        return False
+
+
+def _sync(
+    config: Config, offsite: OffsiteConfig, *, raised: bool, new: BackupFile | None = None
+) -> SyncReport:
+    """``sync``; ``raised``: the caller reports the failures it raises or returns; ``new``:
+    a backup just made, which is certainly not copied yet."""
     uploaded: list[OffsiteCopy] = []
     failed: dict[str, str] = {}
-    with _lock(config), _opened(offsite) as storage:
-        files = _listing(storage)
-        present = _complete(storage, files)
-        local = {b.name: b for b in archive.list_backup_files(config.directory)}
-        wanted = sorted({*local, *present}, key=archive.name_order, reverse=True)[
-            : offsite.max_backups
-        ]
-        # wanted holds local and present names only, so what is missing is local.
-        for name in sorted(set(wanted) - set(present), key=archive.name_order):
-            try:
-                copy = _upload(config, offsite, storage, local[name], files)
-            except OffsiteFailed as exc:
-                logger.error("%s", exc)
-                failed[name] = str(exc)
-            else:
-                uploaded.append(copy)
-                present[name] = copy
-        deleted = _prune(offsite, storage, keep={c.name for c in uploaded})
+    missing: list[str] = []
+    if new is not None:
+        missing = [new.name]
+        _note(config, pending=missing)
+    try:
+        with _lock(config), _opened(offsite) as storage:
+            files = _listing(storage)
+            present = _complete(storage, files)
+            local = {b.name: b for b in archive.list_backup_files(config.directory)}
+            wanted = sorted({*local, *present}, key=archive.name_order, reverse=True)[
+                : offsite.max_backups
+            ]
+            # wanted holds local and present names only, so what is missing is local. A
+            # backup known to be damaged is not copied (that was reported when it was found).
+            missing = sorted(
+                (n for n in set(wanted) - set(present) if not local[n].failed_check),
+                key=archive.name_order,
+            )
+            # A copy found is neither on its way nor failed, whatever was recorded.
+            _note(config, pending=missing, done=list(present))
+            for name in missing:
+                try:
+                    copy = _upload(config, offsite, storage, local[name], files)
+                except OffsiteFailed as exc:
+                    if not local[name].path.exists():
+                        logger.info("Not copying %s off-site: it was deleted meanwhile", name)
+                        continue
+                    failed[name] = str(exc)
+                    _note(config, failed={name: str(exc)})
+                else:
+                    uploaded.append(copy)
+                    present[name] = copy
+            deleted = _prune(config, offsite, storage, keep={c.name for c in uploaded})
+    except OffsiteFailed as exc:
+        done = {*failed, *(c.name for c in uploaded)}
+        # Before the storage was listed, what is missing is what was not known as copied.
+        missing = missing or _not_copied(config, offsite)
+        _record_failure(config, str(exc), [n for n in missing if n not in done], raised=raised)
+        raise
     if failed:
-        _record_failure(config, next(iter(failed.values())))
+        # One record, mail and ping that names every copy that failed.
+        _record_failure(config, "\n".join(failed.values()), failed, raised=raised)
     return SyncReport(uploaded, failed, deleted)
 
 
@@ -242,6 +324,46 @@ def last_failure(*, using: str | None = None) -> state.Failure | None:
         config.state_file,
         state.OFFSITE,
         lambda: state.read_datetime(config.state_file, UPLOADED_AT),
+    )
+
+
+@dataclass(frozen=True)
+class Status:
+    """What the last uploads and syncs recorded of the off-site copies (no network)."""
+
+    # None until an upload or sync has recorded what the storage holds.
+    copied: frozenset[str] | None
+    # Since when each copy has been on its way (None: unknown).
+    pending: dict[str, datetime | None]
+    failed: dict[str, str]
+
+    def of(self, name: str) -> str | None:
+        """ "pending", "stalled" (pending for longer than an upload takes: it was cut short),
+        "failed" or "copied" for the backup ``name``; None if it has no copy and none is on
+        its way (one older than off-site retention keeps)."""
+        if name in self.pending:
+            since = self.pending[name]
+            if since is not None and timezone.now() - since > STALLED_AFTER:
+                return "stalled"
+            return "pending"
+        if name in self.failed:
+            return "failed"
+        if self.copied is None:
+            return "unknown"
+        return "copied" if name in self.copied else None
+
+
+def status(*, using: str | None = None) -> Status:
+    config = get_config(using)
+    try:
+        data = state.read(config.state_file)
+    except state.UnreadableState as exc:
+        logger.warning("Ignoring the state file: %s", exc)
+        data = {}
+    return Status(
+        frozenset(_names(data[state.OFFSITE_COPIES])) if state.OFFSITE_COPIES in data else None,
+        {name: _time(since) for name, since in _mapping(data.get(state.OFFSITE_PENDING)).items()},
+        {str(k): str(v) for k, v in _mapping(data.get(state.OFFSITE_FAILED_COPIES)).items()},
     )
 
 
@@ -374,9 +496,16 @@ def _upload(
                 stream.close()
         _check_saved(storage, saved, object_name)
         if backup.sha256 is not None and stream.plain.digest.sha256 != backup.sha256:
-            raise OffsiteFailed(
-                f"{backup.name} does not match the SHA-256 in its manifest; not copying it"
+            problem = f"{backup.name} does not match the SHA-256 in its manifest"
+            # Known from now on: listed as damaged, and never offered for upload again.
+            archive.record_check(
+                backup,
+                ok=False,
+                check="sha256",
+                at=state.isoformat(timezone.now().astimezone(config.time_zone)),
+                problems=[problem],
             )
+            raise OffsiteFailed(f"{problem}; not copying it")
         uploaded_at = state.isoformat(timezone.now().astimezone(config.time_zone))
         manifest = {
             "format": FORMAT,
@@ -411,7 +540,8 @@ def _upload(
             raise OffsiteFailed(f"Cannot read {backup.path}: {exc}") from exc
         raise
     # A success ends the failure, as it does for backups (times are kept to the second).
-    state.update(config.state_file, remove=(FAILED_AT, ERROR), **{UPLOADED_AT: uploaded_at})
+    state.update(config.state_file, remove=state.OFFSITE.keys, **{UPLOADED_AT: uploaded_at})
+    _note(config, done=[backup.name], added=[backup.name])
     files.update({object_name, manifest_name})
     logger.info(
         "Copied %s to %r as %s (%d bytes)",
@@ -435,8 +565,9 @@ def _leftovers_of(name: str, files: Iterable[str]) -> list[str]:
     return [f for f in files if (m := DATA_NAME.match(f)) is not None and m.group(1) == name]
 
 
-def _prune(offsite: OffsiteConfig, storage: Storage, keep: set[str]) -> list[str]:
-    """Delete copies past MAX_BACKUPS (``keep`` stays and counts) and upload leftovers."""
+def _prune(config: Config, offsite: OffsiteConfig, storage: Storage, keep: set[str]) -> list[str]:
+    """Delete copies past MAX_BACKUPS (``keep`` stays and counts) and upload leftovers, and
+    record the copies that remain."""
     files = _listing(storage)
     present = _sorted(_complete(storage, files).values())
     deleted = []
@@ -455,6 +586,7 @@ def _prune(offsite: OffsiteConfig, storage: Storage, keep: set[str]) -> list[str
     if leftovers:
         _delete(storage, leftovers)
         logger.info("Deleted leftovers of interrupted off-site uploads: %s", ", ".join(leftovers))
+    _note(config, copies=complete - set(deleted))
     return deleted + sorted(leftovers)
 
 
@@ -520,7 +652,73 @@ def _hash_of(path: Path) -> str | None:
         return None
 
 
-def _record_failure(config: Config, reason: str) -> None:
-    logger.error("%s", reason)
+def _record_failure(
+    config: Config, reason: str, names: Iterable[str] = (), *, raised: bool = False
+) -> None:
+    logger.error("%s", reason, extra=RAISED if raised else None)
     now = timezone.now().astimezone(config.time_zone)
-    state.record_failure(config.state_file, state.OFFSITE, reason, now)
+    state.record_failure(config.state_file, state.OFFSITE, reason, now, OFFSITE_PROBLEM)
+    _note(config, failed=dict.fromkeys(names, reason))
+    signals.send(signals.backup_failed, kind="offsite", reason=reason, using=config.alias)
+    notify.failure("offsite", reason, database=config.database_path)
+
+
+def _note(
+    config: Config,
+    *,
+    copies: Iterable[str] | None = None,
+    added: Iterable[str] = (),
+    pending: Iterable[str] = (),
+    done: Iterable[str] = (),
+    failed: dict[str, str] | None = None,
+) -> None:
+    """Record, for the admin, what is known of the copies (see ``status``)."""
+    failed = failed or {}
+    pending, done = list(pending), list(done)
+    since = state.isoformat(timezone.now().astimezone(config.time_zone))
+
+    def change(data: dict[str, Any]) -> None:
+        waiting = _mapping(data.get(state.OFFSITE_PENDING))
+        failures = _mapping(data.get(state.OFFSITE_FAILED_COPIES))
+        waiting.update(dict.fromkeys(pending, since))
+        for name in [*done, *failed]:
+            waiting.pop(name, None)
+        for name in [*done, *pending]:
+            failures.pop(name, None)
+        failures.update(failed)
+        if copies is not None:
+            data[state.OFFSITE_COPIES] = sorted(copies, key=archive.name_order)
+        elif added and state.OFFSITE_COPIES in data:
+            known = {*_names(data[state.OFFSITE_COPIES]), *added}
+            data[state.OFFSITE_COPIES] = sorted(known, key=archive.name_order)
+        # Only backups that still exist here need a word on the page.
+        local = {b.name for b in archive.list_backup_files(config.directory)}
+        data[state.OFFSITE_PENDING] = {k: v for k, v in waiting.items() if k in local}
+        data[state.OFFSITE_FAILED_COPIES] = {k: v for k, v in failures.items() if k in local}
+
+    state.change(config.state_file, change)
+
+
+def _not_copied(config: Config, offsite: OffsiteConfig) -> list[str]:
+    """The newest local backups that retention keeps off-site and no upload recorded."""
+    copied = status(using=config.alias).copied
+    if copied is None:
+        return []  # nothing is known of the storage: no copy is known to be missing
+    local = [b.name for b in archive.list_backup_files(config.directory)]
+    return [name for name in local[: offsite.max_backups] if name not in copied]
+
+
+def _time(value: object) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _names(value: object) -> list[str]:
+    return [str(name) for name in value] if isinstance(value, list | dict) else []
+
+
+def _mapping(value: object) -> dict[str, Any]:
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from django.db import connections
 
-from . import archive, backing_up, engine, offsite, signals
+from . import archive, backing_up, engine, notify, offsite, signals
 from .archive import BackupFile
 from .conf import Config
-from .exceptions import BackupFailed, BackupNotFound, RestoreFailed
+from .exceptions import RAISED, BackupFailed, BackupNotFound, RestoreFailed
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -187,7 +187,11 @@ def migration_difference(
 
 
 def restore(
-    config: Config, name_or_path: Path | str, progress: engine.Progress | None
+    config: Config,
+    name_or_path: Path | str,
+    progress: engine.Progress | None,
+    *,
+    copy_in_background: bool = False,
 ) -> RestoreReport:
     """Restore a listed backup onto the live database, after a safety backup of it (see
     ``services.restore``)."""
@@ -232,7 +236,10 @@ def restore(
                 # The live database now holds a backup that passed integrity_check.
                 backing_up.clear_damage_alarm(config)
     except (RestoreFailed, BackupNotFound) as exc:
-        logger.error("Restore into %s failed: %s", config.database_path, exc)
+        logger.error("Restore into %s failed: %s", config.database_path, exc, extra=RAISED)
+        if isinstance(exc, RestoreFailed):  # (not a name that lists no backup)
+            signals.send(signals.backup_failed, kind="restore", reason=str(exc), using=config.alias)
+            notify.failure("restore", str(exc), database=config.database_path)
         raise
     logger.info(
         "Restored %s from %s (safety backup: %s)",
@@ -244,5 +251,5 @@ def restore(
         logger.warning("%s. It was not put back: being busy is no sign of damage.", warning)
     signals.send(signals.backup_restored, backup=backup, safety_backup=safety, using=config.alias)
     if safety is not None:
-        offsite.copy_new_backup(safety, config)
+        offsite.copy_new_backup(safety, config, in_background=copy_in_background)
     return RestoreReport(backup, safety, missing, unknown, warning)

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import archive, backing_up, conf, engine, growth, offsite, restoring, state
+from . import archive, backing_up, conf, engine, growth, notify, offsite, restoring, state
 
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
@@ -97,6 +97,8 @@ Failure = state.Failure
 
 
 RestoreReport = restoring.RestoreReport
+# What was recorded of each backup's off-site copy (see offsite_status()).
+OffsiteStatus = offsite.Status
 # (bytes done, bytes expected), as a backup or restore goes.
 Progress = engine.Progress
 # What to do about an unusual growth (see growth_warning()).
@@ -119,11 +121,13 @@ def backup_now(
     kind: str = "manual",
     progress: engine.Progress | None = None,
     note: Mapping[str, Any] | None = None,
+    copy_in_background: bool = False,
 ) -> BackupFile:
     """Back up the database now; raises ``BackupFailed`` with the reason.
 
     ``note`` adds fields to the manifest (the pre-migrate backup records its migration plan);
-    it cannot replace the fields the service writes.
+    it cannot replace the fields the service writes. ``copy_in_background`` returns before
+    the off-site copy is made (see ``offsite_status``).
     """
     config = get_config(using)
     try:
@@ -131,32 +135,49 @@ def backup_now(
         with backing_up.exclusive(config, BackupFailed):
             backup = backing_up.back_up(config, kind, progress, note=note)
     except BackupFailed as exc:
-        backing_up.record_failure(config, kind, str(exc))
+        backing_up.record_failure(config, kind, str(exc), exc.problem, raised=True)
         raise
     # Outside the lock: a slow upload must not hold up the next backup or a restore.
-    offsite.copy_new_backup(backup, config)
+    offsite.copy_new_backup(backup, config, in_background=copy_in_background)
     return backup
 
 
 def backup_if_needed(
-    *, using: str | None = None, progress: engine.Progress | None = None
+    *,
+    using: str | None = None,
+    progress: engine.Progress | None = None,
+    report_to_monitor: bool = False,
 ) -> BackupFile | None:
-    """Make the daily backup unless one exists for today; None when none was needed."""
+    """Make the daily backup unless one exists for today; None when none was needed.
+
+    ``report_to_monitor``: request ``HEARTBEAT_URL`` once the day's backup is made, checked
+    and copied off-site (the daily job does; a backup at start-up must not hide a job that
+    stopped). A failure is reported to it either way.
+    """
     config = get_config(using)
     try:
         backing_up.refuse_inside_a_transaction(config)
         with backing_up.exclusive(config, BackupFailed):
             last = backing_up.last_backup_at(config)
             today = timezone.now().astimezone(config.time_zone).date()
-            if last is not None and last.astimezone(config.time_zone).date() == today:
+            backup: BackupFile | None = None
+            made_today = last is not None and last.astimezone(config.time_zone).date() == today
+            if made_today:
                 logger.info("A backup of %s already exists for %s", config.database_path, today)
-                backing_up.check_newest_in_full(config)
-                return None
-            backup = backing_up.back_up(config, "daily", progress)
+            if not made_today or not backing_up.check_newest_in_full(config):
+                backup = backing_up.back_up(config, "daily", progress)
     except BackupFailed as exc:
-        backing_up.record_failure(config, "daily", str(exc))
+        backing_up.record_failure(config, "daily", str(exc), exc.problem, raised=True)
         raise
-    offsite.copy_new_backup(backup, config)
+    # Copies the new backup, and any that an upload in the background did not finish; with
+    # no new backup, only the daily job looks at the storage, and only if it is behind.
+    copied = True
+    if backup is not None or report_to_monitor:
+        copied = offsite.catch_up(config, backup)
+    damaged = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
+    if report_to_monitor and copied and not damaged:
+        # The day has a backup that passed its checks, and its off-site copies are made.
+        notify.daily_succeeded()
     return backup
 
 
@@ -248,12 +269,16 @@ def restore(
     *,
     using: str | None = None,
     progress: engine.Progress | None = None,
+    copy_in_background: bool = False,
 ) -> RestoreReport:
     """Restore a listed backup onto the live database, after a safety backup of it.
 
     Raises ``RestoreFailed`` with the live database as it was, and every backup kept.
+    ``copy_in_background``: as for ``backup_now``, for the safety backup's off-site copy.
     """
-    return restoring.restore(get_config(using), name_or_path, progress)
+    return restoring.restore(
+        get_config(using), name_or_path, progress, copy_in_background=copy_in_background
+    )
 
 
 def migration_difference(
@@ -296,6 +321,12 @@ def offsite_copies(*, using: str | None = None) -> list[offsite.OffsiteCopy]:
 def offsite_names(*, using: str | None = None) -> set[str]:
     """The names of the backups that have an off-site copy; empty without ``OFFSITE``."""
     return offsite.names(using=using)
+
+
+def offsite_status(*, using: str | None = None) -> OffsiteStatus:
+    """What the last uploads and syncs recorded of each backup's copy, read from the state
+    file without asking the storage: for pages that must not wait on the network."""
+    return offsite.status(using=using)
 
 
 def offsite_failure(*, using: str | None = None) -> Failure | None:

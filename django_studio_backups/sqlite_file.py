@@ -31,7 +31,8 @@ class NotADatabase(EngineError):
 
 
 class CheckFailed(EngineError):
-    pass
+    # The kind of trouble, as exceptions.problem_of reads it.
+    problem = "damaged"
 
 
 def file_uri(path: Path) -> str:

@@ -30,7 +30,13 @@ def arm() -> None:
 def start_backup_thread() -> threading.Thread:
     # A daemon thread never holds up a server's shutdown; a backup cut short leaves only a
     # temporary file, which the next backup removes.
-    thread = threading.Thread(target=cron.daily_backup, name="studio-backups-startup", daemon=True)
+    # A server's restart is no daily job: it must not tell the monitor that one ran.
+    thread = threading.Thread(
+        target=cron.daily_backup,
+        kwargs={"report_to_monitor": False},
+        name="studio-backups-startup",
+        daemon=True,
+    )
     thread.start()
     return thread
 

@@ -21,9 +21,16 @@ logger = logging.getLogger("django_studio_backups")
 LAST_BACKUP_AT = "last_backup_at"
 LAST_FAILURE_AT = "last_backup_failed_at"
 LAST_FAILURE_REASON = "last_backup_error"
+LAST_FAILURE_PROBLEM = "last_backup_problem"
 OFFSITE_UPLOADED_AT = "offsite_uploaded_at"
 OFFSITE_FAILED_AT = "offsite_failed_at"
 OFFSITE_ERROR = "offsite_error"
+OFFSITE_PROBLEM = "offsite_problem"
+# What the admin shows of the off-site copies, without asking the storage: the copies found
+# by the last upload or sync, and the backups whose copy is under way or failed.
+OFFSITE_COPIES = "offsite_copies"
+OFFSITE_PENDING = "offsite_pending"
+OFFSITE_FAILED_COPIES = "offsite_failed_copies"
 # Set when a fresh copy of the live database failed SQLite's check: the database itself is
 # damaged. Cleared by a later copy that passes integrity_check, or by a checked restore.
 LIVE_DAMAGED_AT = "live_database_damaged_at"
@@ -39,6 +46,8 @@ class UnreadableState(Exception):
 class Failure:
     at: datetime
     reason: str
+    # The kind of trouble (exceptions.FOLDER, SPACE, ...), for the people who must act on it.
+    problem: str = "other"
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,23 @@ class Record:
 
     failed_at: str
     reason: str
+    problem: str
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        return (self.failed_at, self.reason, self.problem)
 
 
-BACKUP = Record(LAST_FAILURE_AT, LAST_FAILURE_REASON)
-OFFSITE = Record(OFFSITE_FAILED_AT, OFFSITE_ERROR)
+BACKUP = Record(LAST_FAILURE_AT, LAST_FAILURE_REASON, LAST_FAILURE_PROBLEM)
+OFFSITE = Record(OFFSITE_FAILED_AT, OFFSITE_ERROR, OFFSITE_PROBLEM)
 
 
-def record_failure(path: Path, record: Record, reason: str, at: datetime) -> None:
-    update(path, **{record.failed_at: isoformat(at), record.reason: reason})
+def record_failure(
+    path: Path, record: Record, reason: str, at: datetime, problem: str = "other"
+) -> None:
+    update(
+        path, **{record.failed_at: isoformat(at), record.reason: reason, record.problem: problem}
+    )
 
 
 def last_failure(
@@ -70,10 +88,14 @@ def last_failure(
     if succeeded is not None and succeeded > failed_at:
         return None
     try:
-        reason = str(read(path).get(record.reason, ""))
+        data = read(path)
     except UnreadableState:  # pragma: no cover - read_datetime above just parsed it
-        reason = ""
-    return Failure(at=failed_at, reason=reason)
+        data = {}
+    return Failure(
+        at=failed_at,
+        reason=str(data.get(record.reason, "")),
+        problem=str(data.get(record.problem, "other")),
+    )
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -121,13 +143,23 @@ def update(path: Path, *, remove: Collection[str] = (), **changes: Any) -> bool:
 
     False if it could not.
     """
+
+    def change_keys(data: dict[str, Any]) -> None:
+        for key in remove:
+            data.pop(key, None)
+        data.update(changes)
+
+    return change(path, change_keys)
+
+
+def change(path: Path, changer: Callable[[dict[str, Any]], None]) -> bool:
+    """Let ``changer`` change the state file's contents in place, with no other write
+    between its read and its write; False if it could not."""
     try:
         # The lock is on the folder: the file itself is replaced by rename on every write.
         with locking.exclusive(path.parent, LOCK_TIMEOUT):
             data = read(path)
-            for key in remove:
-                data.pop(key, None)
-            data.update(changes)
+            changer(data)
             try:
                 mode = path.stat().st_mode & 0o777
             except FileNotFoundError:

@@ -18,6 +18,7 @@ from django.core.management import call_command
 from django.db import connections
 from pytest_django.fixtures import Settings as SettingsWrapper
 
+from .notify_servers import Monitor, SMTPServer, running_monitor
 from .offsite_helpers import AgeKey, make_age_key
 
 
@@ -103,11 +104,17 @@ def command_env(db: StudioDB, **backups: object) -> dict[str, str]:
 
 
 def run_manage(
-    db: StudioDB, *args: str, input: str | None = None, **backups: object
+    db: StudioDB,
+    *args: str,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    **backups: object,
 ) -> subprocess.CompletedProcess[str]:
+    """``manage.py args`` on ``db``, with ``backups`` in STUDIO_BACKUPS and ``env`` added to
+    the environment."""
     return subprocess.run(
         [sys.executable, "-m", "django", *args],
-        env=command_env(db, **backups),
+        env={**command_env(db, **backups), **(env or {})},
         cwd=REPO,
         input=input,
         capture_output=True,
@@ -177,3 +184,27 @@ def failures() -> Iterator[list[dict[str, Any]]]:
     signals.backup_failed.connect(receive, dispatch_uid="tests.failures")
     yield sent
     signals.backup_failed.disconnect(dispatch_uid="tests.failures")
+
+
+@pytest.fixture(autouse=True)
+def background_work_ends() -> Iterator[None]:
+    """Mails, heartbeats and uploads a test started in the background end within it, so
+    that none lands in the next test's outbox or folder."""
+    from django_studio_backups import background
+
+    yield
+    assert background.wait(timeout=60), "background work still running after 60 s"
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[SMTPServer]:
+    server = SMTPServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def monitor() -> Iterator[Monitor]:
+    with running_monitor() as running:
+        yield running

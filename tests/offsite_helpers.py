@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from django.core.files.storage import FileSystemStorage
 from pytest_django.fixtures import Settings as SettingsWrapper
@@ -52,3 +53,30 @@ class RenamingStorage(FileSystemStorage):
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         return f"renamed-{name}"
+
+
+def offsite_cells(page: str) -> dict[str, str]:
+    """Each backup the admin's page lists, and the icon in its off-site column."""
+    row = r'<tr data-backup="([^"]+)">.*?class="studio-backups-offsite"><img src="[^"]*icon-(\w+)'
+    return dict(re.findall(row, page, re.S))
+
+
+class SlowStorage(FileSystemStorage):
+    """A storage during whose uploads local backups are deleted, as retention in another
+    process may do while a sync copies older ones: ``delete_during_upload`` names them."""
+
+    delete_during_upload: ClassVar[tuple[Path, ...]] = ()
+
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        for path in self.delete_during_upload:
+            path.unlink(missing_ok=True)
+        return super().save(name, content, max_length)
+
+
+class KeepingStorage(FileSystemStorage):
+    """A storage that refuses to delete what it holds, as one with an object lock does."""
+
+    def delete(self, name: str) -> None:
+        if self.exists(name):
+            raise PermissionError(f"{name} is locked")
+        super().delete(name)

@@ -86,3 +86,17 @@ STORAGES: dict[str, dict[str, Any]] = {
 STATIC_URL = "/static/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Failure mail from subprocesses goes to ADMINS through a real SMTP server on 127.0.0.1.
+if "STUDIO_TEST_SMTP_PORT" in os.environ:
+    import django
+
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = "127.0.0.1"
+    EMAIL_PORT = int(os.environ["STUDIO_TEST_SMTP_PORT"])
+    # Django 6.0 takes addresses; earlier versions take (name, address) pairs.
+    ADMINS: list[Any] = (
+        ["owner@studio.test"]
+        if django.VERSION >= (6, 0)
+        else [("Studio owner", "owner@studio.test")]
+    )

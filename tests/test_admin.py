@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tracemalloc
 from collections.abc import Iterator
@@ -202,15 +203,74 @@ def test_a_failed_backup_is_reported_and_then_a_warning(
         response = admin_client.post(url("create"), follow=True)
         assert response.redirect_chain == [(url("changelist"), 302)]
         [message] = texts(response)
-        assert message.startswith("The backup failed: ")
-        assert str(studio_db.backups) in message
+        assert message == "The backup failed. The backup folder cannot be written."
         page = response.content.decode()
         assert "The last backup attempt, on " in page
+        assert "Ask whoever set up the server to check that the backup folder exists" in page
+        # The exact reason once, as the warning's detail.
+        assert page.count("Read-only file system") == 1
+        assert f"Technical detail: Cannot use the backup folder {studio_db.backups}" in page
         assert services.backups() == []
     assert LogEntry.objects.count() == 0
     # A successful backup afterwards clears the warning.
     response = admin_client.post(url("create"), follow=True)
     assert "The last backup attempt" not in response.content.decode()
+
+
+def warning_texts(page: str) -> list[str]:
+    """The page's warnings, without their technical detail."""
+    return [
+        text.split("<br>")[0] for text in re.findall(r'<li class="warning">(.*?)</li>', page, re.S)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("language", "message", "sentence"),
+    [
+        (
+            "en",
+            "The backup failed. The backup folder cannot be written.",
+            "Ask whoever set up the server to check that the backup folder exists",
+        ),
+        (
+            "es",
+            "El respaldo falló. No se puede escribir en la carpeta de respaldos.",
+            "Pida a quien instaló el servidor que compruebe que la carpeta de respaldos existe",
+        ),
+    ],
+)
+def test_a_failure_in_the_admin_is_told_for_people(
+    studio_db: StudioDB, admin_client: Client, language: str, message: str, sentence: str
+) -> None:
+    services.backup_now()
+    # Files cannot be made in the folder (chattr +i): the copy's temporary file is refused,
+    # with "[Errno 1] Operation not permitted: '.../backups/.tmp-...'".
+    with undeletable(studio_db.backups):
+        response = admin_client.post(url("create"), follow=True, HTTP_ACCEPT_LANGUAGE=language)
+    page = response.content.decode()
+    assert texts(response) == [message]
+    assert sentence in page
+    # The detail once, and no temporary file's name anywhere.
+    assert page.count("Operation not permitted") == 1
+    assert ".tmp-" not in page
+    reason = services.last_failure()
+    assert reason is not None
+    assert reason.reason.endswith(
+        f"cannot write in the backup folder {studio_db.backups}: [Errno 1] Operation not permitted"
+    )
+    if language == "es":
+        # No English sentence inside the Spanish ones: English stays in the detail.
+        for text in warning_texts(page):
+            assert "failed" not in text
+            assert "cannot" not in text
+
+
+def test_messages_keep_the_case_of_file_names(studio_db: StudioDB, admin_client: Client) -> None:
+    backup = services.backup_now()
+    response = admin_client.post(url("verify", backup.name), follow=True)
+    page = response.content.decode()
+    assert f"The backup {backup.name} is intact" in page
+    assert backup.name.capitalize() not in page
 
 
 def listed(name: str, moment: datetime, size: int) -> BackupFile:
@@ -356,7 +416,7 @@ def test_verify_an_intact_backup(studio_db: StudioDB, admin_client: Client) -> N
     backup = services.backup_now()
     response = admin_client.post(url("verify", backup.name), follow=True)
     assert texts(response) == [
-        f"{backup.name} is intact: it matches its checksum and passes SQLite's checks."
+        f"The backup {backup.name} is intact: it matches its checksum and passes SQLite's checks."
     ]
     assert entries() == [(CHANGE, backup.name, "Verified: intact.")]
 
@@ -368,7 +428,7 @@ def test_verify_a_damaged_backup(studio_db: StudioDB, admin_client: Client) -> N
         f.write(b"\xff" * 64)
     response = admin_client.post(url("verify", backup.name), follow=True)
     [message] = texts(response)
-    assert message.startswith(f"{backup.name} is damaged: ")
+    assert message.startswith(f"The backup {backup.name} is damaged: do not restore it.<br>")
     assert "SHA-256" in message
     assert response.content.decode().count("icon-no.svg") == 1
     assert entries() == [(CHANGE, backup.name, "Verified: damaged.")]
@@ -453,7 +513,8 @@ def test_a_failed_delete_is_reported(studio_db: StudioDB, admin_client: Client) 
     with undeletable(backup.path):
         response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
     [message] = texts(response)
-    assert message.startswith(f"The backup was not deleted: Could not delete {backup.name}: ")
+    assert message.startswith("The backup was not deleted. The backup folder cannot be written.")
+    assert f"Technical detail: Could not delete {backup.name}: " in message
     assert backup.path.exists()
     assert LogEntry.objects.count() == 0
 
@@ -467,8 +528,11 @@ def test_delete_waits_for_a_running_backup(
     with locking.exclusive(studio_db.backups / locking.LOCK_NAME, 1):
         response = admin_client.post(url("delete", backup.name), {"post": "yes"}, follow=True)
     [message] = texts(response)
-    assert message.startswith("The backup was not deleted: Cannot use the backup folder ")
-    assert "another backup or restore" in message
+    assert message.startswith(
+        "The backup was not deleted. The database or the backup folder stayed busy for too long."
+    )
+    assert "Technical detail: Cannot use the backup folder " in message
+    assert "another backup, restore or off-site copy" in message
     assert backup.path.exists()
     assert LogEntry.objects.count() == 0
 
@@ -579,7 +643,8 @@ def test_a_corrupt_backup_is_not_restored(studio_db: StudioDB, admin_client: Cli
     response = admin_client.get(url("restore", corrupt.name), follow=True)
     assert response.redirect_chain == [(url("changelist"), 302)]
     [message] = texts(response)
-    assert message.startswith(f"{corrupt.name} cannot be restored: ")
+    assert message.startswith("This backup cannot be restored. SQLite found damage. ")
+    assert f"Technical detail: {corrupt.name} cannot be restored: " in message
 
 
 # Restoring the admin's own database ----------------------------------------------------
@@ -695,3 +760,25 @@ def test_every_message_has_a_current_spanish_translation() -> None:
             assert entry["msgstr"], entry
             # The committed .mo must match the .po: the tests read the compiled file.
             assert compiled.gettext(entry["msgid"]) == entry["msgstr"], entry
+
+
+@pytest.mark.parametrize("view", ["delete", "restore"])
+def test_a_backup_deleted_after_the_confirmation_page(
+    studio_db: StudioDB, admin_client: Client, monkeypatch: pytest.MonkeyPatch, view: str
+) -> None:
+    backup = services.backup_now()
+    admin_client.get(url(view, backup.name))
+
+    delete = services.delete_backup
+
+    def deleted_meanwhile(name: str, **kwargs: object) -> None:
+        delete(name)  # by someone else, a moment before this one
+        services.find_backup(name)  # raises BackupNotFound, as the real call would
+
+    monkeypatch.setattr(
+        services, {"delete": "delete_backup", "restore": "restore"}[view], deleted_meanwhile
+    )
+    response = admin_client.post(url(view, backup.name), {"post": "yes"}, follow=True)
+    assert texts(response) == [
+        f"There is no backup called “{backup.name}”. Perhaps it was deleted?"
+    ]

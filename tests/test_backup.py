@@ -198,7 +198,7 @@ def test_a_second_backup_waits_for_the_lock_then_gives_up(
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "LOCK_TIMEOUT": 0.2}
     studio_db.backups.mkdir()
     with locking.exclusive(studio_db.backups / locking.LOCK_NAME, 1):
-        with pytest.raises(BackupFailed, match="another backup or restore"):
+        with pytest.raises(BackupFailed, match="another backup, restore or off-site copy"):
             services.backup_now()
         assert not services.restore_backup("backup_20260304_153045.db")
     assert not locking.is_locked(studio_db.backups / locking.LOCK_NAME)

@@ -109,6 +109,20 @@ def test_bad_lock_timeout(studio_db: StudioDB, settings: SettingsWrapper, value:
     assert ids(settings, LOCK_TIMEOUT=value) == ["studio_backups.E008"]
 
 
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_bad_notify_admins(studio_db: StudioDB, settings: SettingsWrapper, value: object) -> None:
+    assert ids(settings, NOTIFY_ADMINS=value) == ["studio_backups.E032"]
+
+
+@pytest.mark.parametrize("value", ["hc-ping.com/abc", "ftp://m.test/x", "https://", 42])
+def test_bad_heartbeat_url(studio_db: StudioDB, settings: SettingsWrapper, value: object) -> None:
+    assert ids(settings, HEARTBEAT_URL=value) == ["studio_backups.E033"]
+
+
+def test_good_notification_settings(studio_db: StudioDB, settings: SettingsWrapper) -> None:
+    assert ids(settings, NOTIFY_ADMINS=False, HEARTBEAT_URL="https://hc-ping.com/abc") == []
+
+
 def test_rollback_journal_mode_gets_a_recommendation(
     studio_db: StudioDB, settings: SettingsWrapper
 ) -> None:

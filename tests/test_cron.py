@@ -47,6 +47,7 @@ from django_studio_backups import (
     state,
 )
 from tests.conftest import StudioDB, command_env, mounted_tmpfs
+from tests.notify_servers import ADMIN_EMAIL, Monitor, SMTPServer
 
 REPO = Path(__file__).resolve().parent.parent
 MANAGE = REPO / "example_project" / "manage.py"
@@ -271,6 +272,55 @@ def test_changing_the_schedule_leaves_one_job_installed(
     lines = [line for line in listed.stdout.splitlines() if line.endswith(installed_job.comment)]
     assert len(lines) == 1, listed.stdout
     assert lines[0].startswith("45 4 * * * ")
+
+
+def test_the_crontab_line_tells_the_owner_of_every_run(
+    installed_job: InstalledJob,
+    project: Project,
+    tmp_path: Path,
+    smtp_server: SMTPServer,
+    monitor: Monitor,
+) -> None:
+    # The project reads where to mail and ping from its environment, and passes that on to
+    # the crontab line (CRONTAB_COMMAND_PREFIX), as cron gives jobs almost none.
+    wrapper = tmp_path / "crontab"
+    told = {
+        "STUDIO_HEARTBEAT_URL": monitor.url,
+        "STUDIO_ADMIN_EMAIL": ADMIN_EMAIL,
+        "STUDIO_EMAIL_HOST": "127.0.0.1",
+        "STUDIO_EMAIL_PORT": str(smtp_server.port),
+    }
+    added = project.manage(
+        "crontab", "add", "--verbosity", "0", STUDIO_TEST_CRONTAB=str(wrapper), **told
+    )
+    assert added.returncode == 0, added.stderr
+    listed = subprocess.run([str(wrapper), "-l"], capture_output=True, text=True, check=True)
+    [line] = [x for x in listed.stdout.splitlines() if x.endswith(installed_job.comment)]
+    match = LINE.match(line)
+    assert match is not None, line
+    command = match["command"]
+    assert f"STUDIO_HEARTBEAT_URL={monitor.url} " in command
+
+    # A failure: the backup folder is read-only. Mail, the monitor and the log all have it.
+    with mounted_tmpfs(project.backups, "ro,size=64k"):
+        failed = run_as_cron(command, tmp_path)
+    assert failed.returncode == 0  # django-crontab's, whatever the job does
+    reason = project.state()[state.LAST_FAILURE_REASON]
+    assert "Read-only file system" in reason
+    assert reason in project.log.read_text()
+    [message] = smtp_server.messages
+    assert message["Subject"].endswith(f"Backup failed on {socket.gethostname()}")
+    assert reason in message.get_content()
+    assert [(p.method, p.path, p.body) for p in monitor.pings] == [
+        ("POST", "/ping/studio-backups/fail", reason)
+    ]
+
+    # The next run makes the backup, and the monitor hears that all is well again.
+    made = run_as_cron(command, tmp_path)
+    assert made.returncode == 0
+    assert len(project.backup_files()) == 1
+    assert [(p.method, p.path) for p in monitor.pings[1:]] == [("GET", "/ping/studio-backups")]
+    assert len(smtp_server.messages) == 1
 
 
 def deploy_warnings(project: Project, wrapper: Path, **extra: str) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import premigrate, services
 from django_studio_backups.archive import BackupFile
 from tests.conftest import StudioDB
+from tests.notify_servers import Monitor, SMTPServer
 
 REPO = Path(__file__).resolve().parent.parent
 SECOND = ("migrating_app", "0002_design_colour")
@@ -345,16 +347,38 @@ def run_manage(db: StudioDB, *args: str, **env_vars: str) -> subprocess.Complete
     )
 
 
-def test_manage_py_migrate(migrating: StudioDB, full_backup_folder: Path) -> None:
+def test_manage_py_migrate(
+    migrating: StudioDB,
+    full_backup_folder: Path,
+    settings: SettingsWrapper,
+    smtp_server: SMTPServer,
+    monitor: Monitor,
+) -> None:
     # The real command line: our migrate command is the one that runs, and its failure is a
     # one-line CommandError with exit status 1.
     connections["studio"].close()
-    failed = run_manage(migrating, "migrate", "--database", "studio")
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "HEARTBEAT_URL": monitor.url}
+    failed = run_manage(migrating, "migrate", "--database", "studio", **smtp_server.env())
 
     assert failed.returncode == 1, failed.stderr
     assert "CommandError: Nothing was migrated" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert SECOND not in applied(migrating.path)
+    # The owner hears of it: by mail, and through the monitor.
+    reason = services.last_failure()
+    assert reason is not None
+    assert "No space left on device" in reason.reason
+    assert failed.stderr.count(reason.reason) == 1  # as the command's error only
+    [message] = smtp_server.messages
+    assert message["Subject"].endswith("Backup failed on " + socket.gethostname())
+    assert "The backup before migrate of" in message.get_content()
+    assert reason.reason in message.get_content()
+    [ping] = monitor.pings
+    assert (ping.method, ping.path, ping.body) == (
+        "POST",
+        "/ping/studio-backups/fail",
+        reason.reason,
+    )
 
     done = run_manage(migrating, "migrate", "--database", "studio", "--skip-backup")
 

@@ -911,9 +911,13 @@ def test_a_backup_changed_on_disk_is_no_sign_of_damage_to_the_database(
     data[-100] ^= 0x01
     manual.path.write_bytes(bytes(data))
     with at(1):
-        assert services.backup_if_needed() is None
+        daily = services.backup_if_needed()
     assert services.live_damage() is None
     assert not services.find_backup(manual.name).verified
+    # The day has a good backup again: the daily job made one, since that one is not.
+    assert daily is not None
+    assert daily.kind == "daily"
+    assert daily.verified
 
 
 def test_the_symlink_check_stays_quiet_without_usable_settings(settings: SettingsWrapper) -> None:

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from django.core import checks
+from django.core import checks, mail
 from django.core.management import CommandError, call_command
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import archive, codec, conf, offsite, services, state
+from django_studio_backups import archive, background, codec, conf, offsite, services, state
 from django_studio_backups.exceptions import OffsiteFailed
 
 from .conftest import StudioDB
-from .offsite_helpers import AgeKey, age_decrypt, folder_storage, use_offsite
+from .offsite_helpers import AgeKey, SlowStorage, age_decrypt, folder_storage, use_offsite
 
 
 @pytest.fixture
@@ -267,10 +267,12 @@ def test_a_failed_upload_keeps_the_local_backup_and_sync_catches_up(
 
     assert services.verify(backup) == []
     recorded = state.read(studio_db.state_file)
-    assert "Listing the off-site storage failed: NotADirectoryError" in recorded[offsite.ERROR]
+    assert (
+        "Listing the off-site storage failed: NotADirectoryError" in recorded[state.OFFSITE_ERROR]
+    )
     failure = offsite.last_failure()
     assert failure is not None
-    assert failure.reason == recorded[offsite.ERROR]
+    assert failure.reason == recorded[state.OFFSITE_ERROR]
     with pytest.raises(CommandError, match="Listing the off-site storage failed"):
         command("sync_offsite")
 
@@ -370,18 +372,45 @@ def test_a_backup_changed_after_it_was_made_is_not_copied(
     with pytest.raises(CommandError, match="does not match the SHA-256 in its manifest"):
         command("sync_offsite")
     assert os.listdir(tmp_path / "drive") == []
-    assert "does not match" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert "does not match" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
 
 
-def test_a_backup_deleted_before_its_upload_is_reported(
+def test_a_backup_deleted_before_its_upload_is_not_a_failure(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # Deleted (by retention, or by hand) while its upload waited for the off-site lock.
+    backup = services.backup_now()
+    os.unlink(backup.path)
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    assert offsite.copy_new_backup(backup, conf.get_config()) is True
+    assert state.OFFSITE_ERROR not in state.read(studio_db.state_file)
+    assert offsite.copies() == []
+
+
+def test_a_backup_that_cannot_be_read_is_reported(
     studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
 ) -> None:
     backup = services.backup_now()
     os.unlink(backup.path)
+    backup.path.mkdir()  # something stands there, and it cannot be read as a file
     use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
-    assert offsite.copy_new_backup(backup, conf.get_config()) is None
-    assert "Cannot read" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert offsite.copy_new_backup(backup, conf.get_config()) is False
+    assert "Cannot read" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
     assert offsite.copies() == []
+
+
+def test_a_copy_that_a_sync_made_meanwhile_is_not_made_again(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # "Back up now" queued its upload; a sync took the off-site lock first and copied it.
+    backup = services.backup_now()
+    drive = tmp_path / "drive"
+    use_offsite(settings, "drive", folder_storage(drive))
+    services.sync_offsite()
+    before = {p.name: p.stat().st_mtime_ns for p in drive.iterdir()}
+    assert offsite.copy_new_backup(backup, conf.get_config()) is True
+    assert {p.name: p.stat().st_mtime_ns for p in drive.iterdir()} == before
+    assert services.offsite_status().of(backup.name) == "copied"
 
 
 def test_storage_that_renames_is_refused(
@@ -398,7 +427,7 @@ def test_storage_that_renames_is_refused(
     services.backup_now()
     assert (
         "configure it to overwrite existing names"
-        in state.read(studio_db.state_file)[offsite.ERROR]
+        in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
     )
     assert offsite.copies() == []
 
@@ -424,7 +453,7 @@ def test_bad_settings_never_stop_a_backup(studio_db: StudioDB, settings: Setting
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "OFFSITE": {"STORAGE": "nowhere"}}
     backup = services.backup_now()
     assert backup.path.exists()
-    assert "not an alias in STORAGES" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert "not an alias in STORAGES" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
 
 
 def test_the_lock_waits_for_another_upload(
@@ -438,7 +467,7 @@ def test_the_lock_waits_for_another_upload(
     with locking.exclusive(studio_db.backups / offsite.LOCK_NAME, 1):
         backup = services.backup_now()
     assert backup.path.exists()
-    assert "Cannot use the backup folder" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert "Cannot use the backup folder" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
     assert offsite.sync().uploaded[0].name == backup.name
 
 
@@ -500,3 +529,114 @@ def test_the_daily_backup_goes_off_site_too(studio_db: StudioDB, drive: Path) ->
     assert offsite.names() == {backup.name}
     assert services.backup_if_needed() is None
     assert offsite.names() == {backup.name}
+
+
+def test_the_daily_job_records_off_site_settings_that_stop_copies(
+    studio_db: StudioDB, settings: SettingsWrapper
+) -> None:
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "OFFSITE": {"STORAGE": "nowhere"}}
+    daily = services.backup_if_needed()
+    assert daily is not None  # the local backup stands
+    failure = services.offsite_failure()
+    assert failure is not None
+    assert failure.reason.startswith("No off-site copies: STUDIO_BACKUPS[")
+
+
+def test_an_unreadable_state_file_shows_no_off_site_state(
+    studio_db: StudioDB, caplog: pytest.LogCaptureFixture
+) -> None:
+    studio_db.state_file.write_text("{not json")
+    status = services.offsite_status()
+    assert (status.copied, status.pending, status.failed) == (None, {}, {})
+    assert "Ignoring the state file" in caplog.text
+
+
+def test_a_backup_deleted_during_a_sync_is_not_a_failure(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    older, newer = services.backup_now(), services.backup_now()
+    monkeypatch.setattr(SlowStorage, "delete_during_upload", (newer.path,))
+    use_offsite(
+        settings,
+        "slow",
+        {"BACKEND": "tests.offsite_helpers.SlowStorage", "OPTIONS": {"location": str(tmp_path)}},
+    )
+    report = services.sync_offsite()
+    # The older one was uploaded first; the newer one was gone by its turn.
+    assert [c.name for c in report.uploaded] == [older.name]
+    assert report.failed == {}
+    assert services.offsite_failure() is None
+
+
+def test_a_pending_copy_of_unknown_age_is_pending(studio_db: StudioDB) -> None:
+    studio_db.state_file.write_text(
+        json.dumps({state.OFFSITE_PENDING: {"backup_20260304_153045.db": "not a time"}})
+    )
+    assert services.offsite_status().of("backup_20260304_153045.db") == "pending"
+
+
+def test_a_day_with_its_backup_asks_the_storage_nothing(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    assert services.backup_if_needed() is not None
+    # The storage goes away; every copy is recorded as made, so nothing needs it.
+    (tmp_path / "drive").rename(tmp_path / "gone")
+    (tmp_path / "drive").write_text("not a folder")
+    assert services.backup_if_needed() is None
+    assert services.backup_if_needed(report_to_monitor=True) is None
+    assert services.offsite_failure() is None
+    # Once a copy is recorded as failed, the daily job (only it) tries again.
+    state.update(studio_db.state_file, **{state.OFFSITE_FAILED_COPIES: {"x": "y"}})
+    assert services.backup_if_needed() is None
+    assert services.offsite_failure() is None
+    assert services.backup_if_needed(report_to_monitor=True) is None
+    assert services.offsite_failure() is not None
+
+
+def test_copies_are_unknown_until_the_storage_was_looked_at(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # A state file from before this version: nothing recorded of the copies.
+    backup = services.backup_now()
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    assert services.offsite_status().of(backup.name) == "unknown"
+    # A sync that cannot list the storage does not call them failed.
+    (tmp_path / "drive").write_text("not a folder")
+    with pytest.raises(OffsiteFailed):
+        services.sync_offsite()
+    assert services.offsite_status().of(backup.name) == "unknown"
+
+
+def test_a_copy_made_stays_made_when_retention_fails_after_it(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # Old copies cannot be deleted (an S3 bucket with object lock, say).
+    use_offsite(
+        settings,
+        "locked",
+        {"BACKEND": "tests.offsite_helpers.KeepingStorage", "OPTIONS": {"location": str(tmp_path)}},
+        MAX_BACKUPS=1,
+    )
+    first = services.backup_now()
+    second = services.backup_now()
+    assert services.offsite_failure() is not None
+    status = services.offsite_status()
+    assert status.of(first.name) == "copied"
+    assert status.of(second.name) == "copied"
+
+
+def test_a_damaged_backup_is_reported_once_not_at_every_sync(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    settings.ADMINS = [("Studio owner", "owner@studio.test")]
+    backup = services.backup_now()
+    with backup.path.open("r+b") as f:
+        f.seek(200)
+        f.write(b"\xff")
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    assert services.sync_offsite().failed != {}
+    assert services.find_backup(backup.name).failed_check
+    assert services.sync_offsite().failed == {}
+    assert background.wait(30)
+    assert len(mail.outbox) == 1

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -13,21 +12,11 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import services
 
 from .conftest import StudioDB
-from .offsite_helpers import folder_storage, use_offsite
+from .offsite_helpers import folder_storage, offsite_cells, use_offsite
 
 pytestmark = pytest.mark.django_db(databases=["default", "studio"])
 
 CHANGELIST = "admin:django_studio_backups_backup_changelist"
-
-
-def offsite_cells(page: str) -> dict[str, str]:
-    """Each listed backup's name, and the icon in its off-site column."""
-    rows = re.findall(
-        r'<tr data-backup="([^"]+)">.*?class="studio-backups-offsite"><img src="[^"]*icon-(\w+)',
-        page,
-        re.S,
-    )
-    return dict(rows)
 
 
 def test_each_backup_shows_whether_it_has_an_off_site_copy(
@@ -63,14 +52,24 @@ def test_off_site_problems_are_warnings(
 
     page = admin_client.get(reverse(CHANGELIST)).content.decode()
 
-    assert "The off-site copies cannot be listed: Listing the off-site storage failed" in page
-    assert offsite_cells(page) == {backup.name: "no"}
+    # What happened and what to do, then the exact reason once, as the detail.
+    assert "The last copy to the off-site storage, on " in page
+    assert "The backups on this server are not affected." in page
+    assert page.count("Listing the off-site storage failed: NotADirectoryError") == 1
+    assert offsite_cells(page) == {backup.name: "alert"}
 
+    # Recorded, not asked: the page does not list the storage, which now works.
     blocker.unlink()
     page = admin_client.get(reverse(CHANGELIST)).content.decode()
-    assert "The last off-site copy, on " in page
-    assert "failed: Listing the off-site storage failed: NotADirectoryError" in page
+    assert offsite_cells(page) == {backup.name: "alert"}
+    services.sync_offsite()
+    page = admin_client.get(reverse(CHANGELIST)).content.decode()
+    assert offsite_cells(page) == {backup.name: "yes"}
+    assert "The last copy to the off-site storage" not in page
 
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "OFFSITE": {"STORAGE": "nowhere"}}
     page = admin_client.get(reverse(CHANGELIST)).content.decode()
-    assert "The off-site copies cannot be listed: STUDIO_BACKUPS[" in page
+    assert "No off-site copies are made: their settings are wrong." in page
+    assert "Technical detail: STUDIO_BACKUPS[" in page
+    spanish = admin_client.get(reverse(CHANGELIST), HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert "No se hacen copias externas" in spanish

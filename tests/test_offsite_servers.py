@@ -137,7 +137,7 @@ def test_sftp_server_killed_mid_upload(
     assert services.verify(backup) == []
     assert (
         f"Uploading {backup.name}.zst.age to 'sftp' failed"
-        in (state.read(studio_db.state_file)[offsite.ERROR])
+        in (state.read(studio_db.state_file)[state.OFFSITE_ERROR])
     )
     # What the server had received stays on its disk, without a manifest.
     partial = sshd.root / f"{backup.name}.zst.age"
@@ -163,7 +163,7 @@ def test_s3_server_killed_mid_upload(
     killer.join()
 
     assert services.verify(backup) == []
-    assert "failed" in state.read(studio_db.state_file)[offsite.ERROR]
+    assert "failed" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
     # moto keeps objects in memory, so a new server starts empty, like a new bucket.
     s3.start()
     assert offsite.copies() == []

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
 from django.template.defaultfilters import filesizeformat
 
-from ..exceptions import BackupError
+from ..exceptions import RAISED, BackupError
 from ..services import Progress
 
 
@@ -22,20 +22,36 @@ def add_database_argument(parser: CommandParser) -> None:
     )
 
 
+class _NotRaised(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not any(getattr(record, key, False) for key in RAISED)
+
+
 @contextlib.contextmanager
-def command_errors() -> Iterator[None]:
-    # A command reports its failure itself, as a CommandError. Where the project has set up
-    # no logging, Python's last-resort handler would print the same failure again.
+def failures_printed_once() -> Iterator[None]:
+    """A command reports its failure itself, as a CommandError. Where the project has set up
+    no logging, Python's last-resort handler would print that failure's log line too; this
+    handler prints, as it would, every warning and error but those."""
     logger = logging.getLogger("django_studio_backups")
-    quiet = logging.NullHandler()
+    stderr = logging.StreamHandler()
+    stderr.setLevel(logging.WARNING)
+    stderr.addFilter(_NotRaised())
     if not logger.hasHandlers():
-        logger.addHandler(quiet)
+        logger.addHandler(stderr)
     try:
         yield
-    except (BackupError, ImproperlyConfigured) as exc:
-        raise CommandError(str(exc)) from exc
     finally:
-        logger.removeHandler(quiet)
+        logger.removeHandler(stderr)
+
+
+@contextlib.contextmanager
+def command_errors() -> Iterator[None]:
+    """Service failures as one-line CommandErrors, printed once (``failures_printed_once``)."""
+    with failures_printed_once():
+        try:
+            yield
+        except (BackupError, ImproperlyConfigured) as exc:
+            raise CommandError(str(exc)) from exc
 
 
 def terminal_progress(out: OutputWrapper) -> Progress | None:

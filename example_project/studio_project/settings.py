@@ -100,10 +100,25 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-STUDIO_BACKUPS = {
+STUDIO_BACKUPS: dict[str, Any] = {
     "MAX_BACKUPS": 20,
     "TIME_ZONE": "America/Hermosillo",
+    # A heartbeat monitor (healthchecks.io or a self-hosted Healthchecks): requested after each
+    # daily backup, and at URL/fail after any failure.
+    "HEARTBEAT_URL": os.environ.get("STUDIO_HEARTBEAT_URL") or None,
 }
+
+# Every failed backup, off-site copy or restore is mailed to ADMINS.
+if os.environ.get("STUDIO_ADMIN_EMAIL"):
+    # Django 6.0 takes addresses; earlier versions take (name, address) pairs.
+    ADMINS: list[Any] = (
+        [os.environ["STUDIO_ADMIN_EMAIL"]]
+        if django.VERSION >= (6, 0)
+        else [("Studio owner", os.environ["STUDIO_ADMIN_EMAIL"])]
+    )
+    EMAIL_HOST = os.environ.get("STUDIO_EMAIL_HOST", "localhost")
+    EMAIL_PORT = int(os.environ.get("STUDIO_EMAIL_PORT", "25"))
+SERVER_EMAIL = "backups@studio.example"
 
 # The daily backup: `manage.py crontab add --verbosity 0` installs it (django_studio_backups
 # adds its job to CRONJOBS, at STUDIO_BACKUPS["CRON_SCHEDULE"], 03:00 by default).
@@ -112,7 +127,15 @@ CRONTAB_COMMENT = f"django-studio-backups example project in {BASE_DIR}"
 CRONTAB_DJANGO_MANAGE_PATH = str(BASE_DIR / "manage.py")
 # cron starts jobs with an almost empty environment: pass on what these settings read from it.
 CRONTAB_COMMAND_PREFIX = " ".join(
-    f"{name}={shlex.quote(os.environ[name])}" for name in ("STUDIO_DB_PATH",) if name in os.environ
+    f"{name}={shlex.quote(os.environ[name])}"
+    for name in (
+        "STUDIO_DB_PATH",
+        "STUDIO_HEARTBEAT_URL",
+        "STUDIO_ADMIN_EMAIL",
+        "STUDIO_EMAIL_HOST",
+        "STUDIO_EMAIL_PORT",
+    )
+    if name in os.environ
 )
 # The job's log lines (and any traceback) go to a file beside the database.
 CRONTAB_COMMAND_SUFFIX = (

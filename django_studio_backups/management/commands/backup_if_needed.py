@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
         with command_errors():
-            backup = services.backup_if_needed(using=using, progress=terminal_progress(self.stdout))
+            backup = services.backup_if_needed(
+                using=using, progress=terminal_progress(self.stdout), report_to_monitor=True
+            )
             end_progress(self.stdout)
             if backup is None:
                 last = services.get_last_backup_display(using=using)

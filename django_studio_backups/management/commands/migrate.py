@@ -15,6 +15,7 @@ from django.core.management.base import CommandParser
 from django.core.management.commands import migrate
 
 from ... import premigrate
+from ..base import failures_printed_once
 
 
 class Command(migrate.Command):
@@ -32,5 +33,5 @@ class Command(migrate.Command):
     def handle(self, *args: Any, **options: Any) -> None:
         # Without the option, an enclosing premigrate.skipped() block still applies.
         context = premigrate.skipped() if options["skip_backup"] else contextlib.nullcontext()
-        with context:
+        with context, failures_printed_once():
             super().handle(*args, **options)
