@@ -25,9 +25,11 @@ from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.text import capfirst
+from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
@@ -54,6 +56,7 @@ KIND_LABELS = {
     "safety": gettext_lazy("safety"),
     "pre-migrate": gettext_lazy("before migrating"),
     "damaged": gettext_lazy("damaged"),
+    "adopted": gettext_lazy("put back"),
 }
 
 # What happened and what to do, for each kind of trouble (exceptions.FOLDER, ...): what the
@@ -151,6 +154,11 @@ class Row:
     # The icon and words for its off-site copy (OFFSITE_STATES).
     offsite_icon: str = ""
     offsite_label: str = ""
+    # The icon and words for what its checks found (check_state).
+    check_icon: str = ""
+    check_label: str = ""
+    # Its last check found it damaged (or changed since it was made): no restore.
+    damaged: bool = False
 
     @classmethod
     def of(
@@ -161,7 +169,62 @@ class Row:
     ) -> Row:
         label = KIND_LABELS.get(backup.kind, gettext_lazy("unknown"))
         icon, words = OFFSITE_STATES[offsite.of(backup.name) if offsite is not None else None]
-        return cls(backup, show(backup.created_at), str(label), icon, str(words))
+        check_icon, check_words = check_state(backup)
+        return cls(
+            backup,
+            show(backup.created_at),
+            str(label),
+            icon,
+            str(words),
+            check_icon,
+            str(check_words),
+            backup.failed_check,
+        )
+
+
+def change_text(change: services.Change) -> str:
+    """ "Clients: 1,204 now → 1,180 in the backup (24 will be lost)", in the user's language."""
+    model = capfirst(change.model._meta.verbose_name_plural)
+    if change.now is None or change.in_backup is None:
+        return _("%(model)s: not counted in time (the database is large)") % {"model": model}
+    values = {
+        "model": model,
+        "now": number_format(change.now, force_grouping=True),
+        "then": number_format(change.in_backup, force_grouping=True),
+        "difference": number_format(abs(change.now - change.in_backup), force_grouping=True),
+    }
+    if change.now > change.in_backup:
+        return (
+            _("%(model)s: %(now)s now → %(then)s in the backup (%(difference)s will be lost)")
+            % values
+        )
+    return (
+        _("%(model)s: %(now)s now → %(then)s in the backup (%(difference)s will come back)")
+        % values
+    )
+
+
+def check_state(backup: BackupFile) -> tuple[str, str]:
+    """The icon and words that say what is known of a backup's soundness."""
+    if backup.verified:
+        return "admin/img/icon-yes.svg", _("Verified: it passed the full check, as a restore does.")
+    if backup.failed_check:
+        return "admin/img/icon-no.svg", _("Damaged: its last check failed. Do not restore it.")
+    if backup.changed_since_checked:
+        return "admin/img/icon-unknown.svg", _(
+            "Unknown: the file changed since it was last checked. Verify checks it again."
+        )
+    if not backup.manifest:
+        return "admin/img/icon-unknown.svg", _(
+            "Unknown: it came without its .json file. Verify checks it, and keeps it as a "
+            "backup if it is good."
+        )
+    if backup.check:
+        return "admin/img/icon-unknown.svg", _(
+            "Passed the quick check. The full check, the one a restore runs, has not run on "
+            "it yet: the daily backup and Verify run it."
+        )
+    return "admin/img/icon-no.svg", _("Not checked.")
 
 
 def local_time(moment: datetime) -> str:
@@ -417,9 +480,18 @@ class BackupAdmin(ModelAdmin):
         if isinstance(found, HttpResponseBase):
             return found
         backup = found
+        if backup.failed_check:
+            self.message_user(
+                request,
+                _("The backup %(name)s is damaged: it cannot be restored. Restore another one.")
+                % {"name": backup.name},
+                messages.ERROR,
+            )
+            return self._to_changelist()
         if request.method != "POST" or request.POST.get("post") != "yes":
             try:
                 missing, unknown = services.migration_difference(backup)
+                changes = [change_text(change) for change in services.row_changes(backup)]
             except RestoreFailed as exc:
                 self.message_user(
                     request,
@@ -438,6 +510,8 @@ class BackupAdmin(ModelAdmin):
                 _("Restore"),
                 missing_migrations=[f"{app}.{migration}" for app, migration in missing],
                 unknown_migrations=[f"{app}.{migration}" for app, migration in unknown],
+                changes=changes,
+                since=timesince(backup.created_at),
             )
         try:
             report = services.restore(backup.name, copy_in_background=True)

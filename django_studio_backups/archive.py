@@ -10,7 +10,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,12 @@ PRIVATE_DIRECTORY = 0o700
 
 # "damaged": what was live when a restored database failed its check, kept before the
 # data from before the restore was put back.
-KINDS = ("manual", "daily", "safety", "pre-migrate", "damaged")
+# "adopted": a file put into the folder without a manifest, checked and given one (verify).
+KINDS = ("manual", "daily", "safety", "pre-migrate", "damaged", "adopted")
 # The check a backup must have passed to count as verified: the one a restore runs.
 FULL_CHECK = "integrity_check"
+# A check's time is kept to the second; the file it saw may be up to this much newer.
+MTIME_SLACK = timedelta(seconds=2)
 # A time in a manifest or the state file outside these bounds is damage, not a date; near
 # the ends of what datetime can hold, showing it in another time zone overflows.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -46,6 +49,11 @@ class BackupFile:
     size: int
     modified_at: datetime
     manifest: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # The zone its name's time is in (the studio's), for a backup without a manifest.
+    zone: tzinfo | None = field(default=None, compare=False, repr=False)
+    # The file's modification time in nanoseconds, which a check records: a file changed
+    # since (same size or not) no longer counts as checked.
+    mtime_ns: int | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -57,15 +65,18 @@ class BackupFile:
 
     @property
     def created_at(self) -> datetime:
-        """When the snapshot was taken, from the manifest; else the file's modification time."""
+        """When the snapshot was taken: from the manifest, else from the backup's name, never
+        from the file's modification time (a copy put back from a drive is as old as its
+        name says)."""
         value = self.manifest.get("created_at")
         try:
             moment = datetime.fromisoformat(value) if isinstance(value, str) else None
         except ValueError:
             moment = None
-        if moment is None or moment.tzinfo is None or not EARLIEST <= moment <= LATEST:
-            return self.modified_at
-        return moment
+        if moment is not None and moment.tzinfo is not None and EARLIEST <= moment <= LATEST:
+            return moment
+        named = time_of_name(self.name, self.zone or timezone.utc)
+        return named if named is not None else self.modified_at
 
     @property
     def kind(self) -> str:
@@ -82,20 +93,42 @@ class BackupFile:
         """The SQLite check the file last passed ("quick_check" or "integrity_check"), while
         it still has the size its manifest recorded; None if it failed or was never checked."""
         check = self.manifest.get("verification")
-        if (
-            isinstance(check, dict)
-            and check.get("ok") is True
-            and self.manifest.get("size") == self.size
-        ):
+        if isinstance(check, dict) and check.get("ok") is True and self._as_checked(check):
             name = check.get("check")
             return name if isinstance(name, str) else None
         return None
+
+    def _as_checked(self, check: dict[str, Any]) -> bool:
+        """The file has the size and modification time its check saw (a manifest from before
+        0.2 recorded no time: then the file must not be newer than the check)."""
+        if self.manifest.get("size") != self.size:
+            return False
+        if "mtime_ns" in check:
+            return bool(check["mtime_ns"] == self.mtime_ns)
+        try:
+            checked_at = datetime.fromisoformat(str(check["at"]))
+        except (KeyError, ValueError):
+            return False
+        return checked_at.tzinfo is not None and self.modified_at <= checked_at + MTIME_SLACK
+
+    @property
+    def changed_since_checked(self) -> bool:
+        """The file's size or modification time is not what its last passed check saw."""
+        check = self.manifest.get("verification")
+        return isinstance(check, dict) and check.get("ok") is True and not self._as_checked(check)
 
     @property
     def failed_check(self) -> bool:
         """The file's last check found it damaged (or changed since it was made)."""
         check = self.manifest.get("verification")
         return isinstance(check, dict) and check.get("ok") is False
+
+    @property
+    def sound(self) -> bool:
+        """Has a manifest, and its file is as its last check saw it (or was never checked):
+        a backup to count and keep. One that failed its check, changed since, or came
+        without a manifest is kept for someone to look at, and never counted."""
+        return bool(self.manifest) and not self.failed_check and not self.changed_since_checked
 
     @property
     def verified(self) -> bool:
@@ -132,19 +165,31 @@ class BackupFile:
 
 def record_check(backup: BackupFile, *, ok: bool, check: str, at: str, problems: list[str]) -> None:
     """Write the outcome of a check of ``backup`` into its manifest (one without a manifest
-    stays without); a manifest that cannot be written keeps its earlier outcome."""
+    stays without), with the modification time of the file it saw; a manifest that cannot
+    be written keeps its earlier outcome."""
     if not backup.manifest:
         return
-    manifest = {
-        **backup.manifest,
-        "verification": {"ok": ok, "check": check, "at": at, "problems": problems},
-    }
+    verification: dict[str, Any] = {"ok": ok, "check": check, "at": at, "problems": problems}
+    with contextlib.suppress(OSError):
+        verification["mtime_ns"] = backup.path.stat().st_mtime_ns
+    manifest = {**backup.manifest, "verification": verification}
     with contextlib.suppress(OSError):
         replace_json(backup.manifest_path, manifest)
 
 
 def display(moment: datetime, zone: tzinfo | None) -> str:
     return moment.astimezone(zone).strftime(DISPLAY_FORMAT)
+
+
+def time_of_name(name: str, zone: tzinfo) -> datetime | None:
+    """When a backup called ``name`` was made, by its name (whose time is in ``zone``)."""
+    parsed = parse_name(name)
+    if parsed is None:
+        return None
+    try:
+        return datetime.strptime(parsed[0], STAMP_FORMAT).replace(tzinfo=zone)
+    except ValueError:  # backup_20261399_...: the pattern's digits, not a date
+        return None
 
 
 def stamp(moment: datetime) -> str:
@@ -227,8 +272,9 @@ def _read_manifest(target: str, stat: os.stat_result) -> dict[str, Any]:
     return manifest
 
 
-def list_backup_files(directory: Path) -> list[BackupFile]:
-    """Every backup in ``directory``, newest first (by modification time, then name)."""
+def list_backup_files(directory: Path, zone: tzinfo | None = None) -> list[BackupFile]:
+    """Every backup in ``directory``, newest first by the time it was made (its manifest's,
+    else its name's, in ``zone``), then by name."""
     try:
         entries = list(os.scandir(directory))
     except (FileNotFoundError, NotADirectoryError):
@@ -246,8 +292,8 @@ def list_backup_files(directory: Path) -> list[BackupFile]:
         except OSError:
             continue
         manifest = _listed_manifest(manifests.get(entry.name + MANIFEST_SUFFIX))
-        found.append(_backup_file(Path(entry.path), stat, manifest))
-    found.sort(key=lambda b: (b.modified_at, name_order(b.name)), reverse=True)
+        found.append(_backup_file(Path(entry.path), stat, manifest, zone))
+    found.sort(key=lambda b: (b.created_at, name_order(b.name)), reverse=True)
     return found
 
 
@@ -261,17 +307,21 @@ def _listed_manifest(entry: os.DirEntry[str] | None) -> dict[str, Any]:
     return _read_manifest(entry.path, stat)
 
 
-def backup_file(path: Path) -> BackupFile:
+def backup_file(path: Path, zone: tzinfo | None = None) -> BackupFile:
     """The backup at ``path``, which is known to exist (just published)."""
-    return _backup_file(path, path.stat(), read_manifest(path))
+    return _backup_file(path, path.stat(), read_manifest(path), zone)
 
 
-def _backup_file(path: Path, stat: os.stat_result, manifest: dict[str, Any]) -> BackupFile:
+def _backup_file(
+    path: Path, stat: os.stat_result, manifest: dict[str, Any], zone: tzinfo | None
+) -> BackupFile:
     return BackupFile(
         path=path,
         size=stat.st_size,
         modified_at=datetime.fromtimestamp(stat.st_mtime, tz=timezone.utc),
         manifest=manifest,
+        zone=zone,
+        mtime_ns=stat.st_mtime_ns,
     )
 
 

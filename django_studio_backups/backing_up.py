@@ -144,12 +144,19 @@ def check_newest_in_full(config: Config) -> bool:
     False when that backup was damaged after it was made (which is reported): the day then
     needs another backup.
     """
-    newest = next(iter(archive.list_backup_files(config.directory)), None)
-    if newest is not None and newest.verified:
+    today = timezone.now().astimezone(config.time_zone).date()
+    # Today's backups: one dated in the future (a clock set wrong, a file copied in) is not.
+    todays = [
+        b
+        for b in archive.list_backup_files(config.directory, config.time_zone)
+        if b.created_at.astimezone(config.time_zone).date() == today
+    ]
+    if any(b.verified for b in todays):
         return True
-    if newest is None or newest.check is None:
-        # Gone, failed a check (reported when it was found), or changed since: the day has
-        # no backup to rely on.
+    newest = next((b for b in todays if b.manifest and not b.failed_check), None)
+    if newest is None:
+        # Gone, failed a check (reported when it was found), or foreign: the day has no
+        # backup to rely on.
         logger.warning("Today's backup is missing or not intact; making a new one")
         return False
     problems, faithful = verify(config, newest, full=True)
@@ -175,7 +182,10 @@ def clear_damage_alarm(config: Config) -> None:
 
 
 def newest_verified(config: Config) -> BackupFile | None:
-    return next((b for b in archive.list_backup_files(config.directory) if b.verified), None)
+    return next(
+        (b for b in archive.list_backup_files(config.directory, config.time_zone) if b.verified),
+        None,
+    )
 
 
 def record_backup(config: Config, backup: BackupFile, protected: Collection[Path] = ()) -> None:
@@ -186,7 +196,9 @@ def record_backup(config: Config, backup: BackupFile, protected: Collection[Path
         remove=state.BACKUP.keys,
         **{state.LAST_BACKUP_AT: state.isoformat(backup.created_at.astimezone(config.time_zone))},
     )
-    prune(config, protected={backup.path, *protected})
+    # A safety or pre-migrate backup makes room among its own kind only.
+    kinds = None if backup.kind in retention.REGULAR else {backup.kind}
+    prune(config, protected={backup.path, *protected}, kinds=kinds)
     logger.info("Backed up %s to %s (%d bytes)", config.database_path, backup.path, backup.size)
     signals.send(signals.backup_created, backup=backup, using=config.alias)
 
@@ -226,6 +238,8 @@ def checked_manifest(
             "ok": True,
             "check": archive.FULL_CHECK if full else "quick_check",
             "at": state.isoformat(started),
+            # The file as it was checked; published under its name, it keeps this time.
+            "mtime_ns": temporary.stat().st_mtime_ns,
         },
     }
 
@@ -236,13 +250,29 @@ def recorded_migrations(path: Path) -> list[tuple[str, str]]:
     return [(str(app), str(name)) for app, name in engine.read_rows(path, MIGRATIONS_QUERY)]
 
 
-def prune(config: Config, protected: Collection[Path]) -> None:
-    listed = archive.list_backup_files(config.directory)
+# How retention reads a local backup (see BackupFile.sound).
+TRAITS: retention.Traits[BackupFile] = retention.Traits(
+    key=lambda b: b.path,
+    kind=lambda b: b.kind,
+    time=lambda b: b.created_at,
+    good=lambda b: b.sound,
+    damaged=lambda b: b.failed_check and b.kind in archive.KINDS,
+)
+
+
+def prune(
+    config: Config, protected: Collection[Path], kinds: Collection[str] | None = None
+) -> None:
+    """Apply retention (see retention.py) to the pools of ``kinds`` (all when None)."""
+    listed = archive.list_backup_files(config.directory, config.time_zone)
     # Never the last backup that a restore would accept.
     newest_verified = next((b.path for b in listed if b.verified), None)
     if newest_verified is not None:
         protected = {*protected, newest_verified}
-    for backup in retention.expired(listed, config.max_backups, protected):
+    doomed = retention.expired(
+        listed, config.policy, TRAITS, config.time_zone, protected=protected, kinds=kinds
+    )
+    for backup in doomed:
         try:
             delete(backup, BackupFailed)
         except BackupFailed as exc:
@@ -290,7 +320,7 @@ def last_backup_at(config: Config) -> datetime | None:
     moment = state.read_datetime(config.state_file, state.LAST_BACKUP_AT)
     if moment is not None:
         return moment
-    listed = archive.list_backup_files(config.directory)
+    listed = archive.list_backup_files(config.directory, config.time_zone)
     if listed:
         logger.warning(
             "No usable %s in %s; using the time of the newest backup, %s",
@@ -315,7 +345,7 @@ def find(config: Config, name_or_path: Path | str) -> BackupFile:
             inside = False
         if not inside:
             raise BackupNotFound(f"{raw} is not in the backup folder {config.directory}")
-    for backup in archive.list_backup_files(config.directory):
+    for backup in archive.list_backup_files(config.directory, config.time_zone):
         if backup.name == given.name:
             return backup
     raise BackupNotFound(f"There is no backup called {given.name!r} in {config.directory}")
@@ -323,7 +353,9 @@ def find(config: Config, name_or_path: Path | str) -> BackupFile:
 
 def verify(config: Config, backup: BackupFile, full: bool) -> tuple[list[str], bool]:
     """(the problems found, whether the file is byte for byte the one its manifest
-    describes); the result is recorded in the manifest."""
+    describes); the result is recorded in the manifest. A file without one is adopted."""
+    if not backup.manifest:
+        return adopt(config, backup), False
     problems = []
     expected = backup.sha256
     faithful = False
@@ -342,8 +374,15 @@ def verify(config: Config, backup: BackupFile, full: bool) -> tuple[list[str], b
         problems.append(str(exc))
     except OSError as exc:
         problems.append(f"Could not read {backup.name}: {exc}")
-    # A file whose SHA-256 still matches is the file that passed integrity_check before.
-    still_full = expected is not None and backup.check == archive.FULL_CHECK
+    # A file whose SHA-256 still matches is the file that passed integrity_check before
+    # (even if its modification time changed, in a copy to another disk, say).
+    last = backup.manifest.get("verification")
+    still_full = (
+        faithful
+        and isinstance(last, dict)
+        and last.get("ok") is True
+        and last.get("check") == archive.FULL_CHECK
+    )
     archive.record_check(
         backup,
         ok=not problems,
@@ -352,6 +391,103 @@ def verify(config: Config, backup: BackupFile, full: bool) -> tuple[list[str], b
         problems=problems,
     )
     return problems, faithful
+
+
+def adopt(config: Config, backup: BackupFile) -> list[str]:
+    """Give a file with a backup's name and no manifest (a copy put back from a drive) a
+    manifest: of an "adopted" backup, counted from then on, once it passes integrity_check
+    as a Django database; of a damaged file otherwise. The problems found."""
+    problems = []
+    try:
+        engine.check(backup.path, full=True)
+        if not engine.has_table(backup.path, "django_migrations"):
+            problems.append(f"{backup.name} is a SQLite database, but not a Django one")
+        elif not of_this_project(recorded_migrations(backup.path)):
+            problems.append(
+                f"{backup.name} is the database of another project: its migrations are not "
+                "this project's"
+            )
+    except engine.EngineError as exc:
+        problems.append(str(exc))
+    except (OSError, sqlite3.Error) as exc:
+        problems.append(f"Could not read {backup.name}: {exc}")
+    now = state.isoformat(timezone.now().astimezone(config.time_zone))
+    manifest: dict[str, Any] = {
+        "format": 1,
+        "kind": "unknown" if problems else "adopted",
+        "created_at": state.isoformat(backup.created_at.astimezone(config.time_zone)),
+        "adopted_at": now,
+    }
+    try:
+        stat = backup.path.stat()
+        if not problems:
+            manifest.update(
+                size=stat.st_size,
+                sha256=engine.sha256_of(backup.path),
+                sqlite_version=sqlite3.sqlite_version,
+                app_version=__version__,
+                source={"alias": config.alias, "path": str(config.database_path)},
+                migrations=recorded_migrations(backup.path),
+            )
+        manifest["verification"] = {
+            "ok": not problems,
+            "check": archive.FULL_CHECK,
+            "at": now,
+            "problems": problems,
+            "mtime_ns": stat.st_mtime_ns,
+        }
+        archive.replace_json(backup.manifest_path, manifest)
+    except (OSError, sqlite3.Error, engine.EngineError) as exc:
+        problems.append(f"Could not give {backup.name} a manifest: {exc}")
+    return problems
+
+
+def of_this_project(recorded: list[tuple[str, str]]) -> bool:
+    """Whether a database with these applied migrations belongs to this project: every app
+    it migrated is installed here, and it shares migrations with this code."""
+    from django.db.migrations.loader import MigrationLoader
+
+    known = set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
+    apps_here = {app for app, _ in known}
+    return bool(set(recorded) & known) and all(app in apps_here for app, _ in recorded)
+
+
+def reverify_oldest(config: Config, count: int, made: BackupFile | None) -> bool:
+    """Check in full again the ``count`` backups whose last check is the oldest (never the
+    one just ``made``); False if one of them is found damaged, which is reported."""
+
+    def last_checked(backup: BackupFile) -> datetime:
+        check = backup.manifest.get("verification")
+        try:
+            moment = datetime.fromisoformat(str(check["at"]))  # type: ignore[index]
+        except (TypeError, KeyError, ValueError):
+            return archive.EARLIEST  # never checked, or unreadably: first in line
+        return moment if moment.tzinfo is not None else archive.EARLIEST
+
+    # Under the folder's lock: retention must not delete a backup while it is checked.
+    try:
+        with exclusive(config, BackupFailed):
+            listed = archive.list_backup_files(config.directory, config.time_zone)
+            candidates = [
+                b
+                for b in listed
+                if b.manifest and not b.failed_check and (made is None or b.path != made.path)
+            ]
+            # Files changed since their check first: they count for nothing until checked.
+            chosen = sorted(
+                candidates, key=lambda b: (not b.changed_since_checked, last_checked(b))
+            )
+            found = [(b, verify(config, b, full=True)[0]) for b in chosen[:count]]
+    except BackupFailed as exc:
+        logger.warning("Did not check old backups again: %s", exc)
+        return True
+    damaged = [(backup, problems) for backup, problems in found if problems]
+    for backup, problems in damaged:
+        reason = f"{backup.name} was found damaged when checked again: {'; '.join(problems)}"
+        logger.error("%s", reason)
+        signals.send(signals.backup_failed, kind="daily", reason=reason, using=config.alias)
+        notify.failure("daily", reason, database=config.database_path)
+    return not damaged
 
 
 def publish_damaged(config: Config, problem: str) -> BackupFile:

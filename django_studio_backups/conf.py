@@ -6,7 +6,8 @@ import os
 import re
 import urllib.parse
 import zoneinfo
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
     "DIRECTORY": None,
     "MAX_BACKUPS": 20,
+    # Calendar retention on top of MAX_BACKUPS: {"DAILY": 7, "WEEKLY": 4, "MONTHLY": 12}
+    # keeps the newest backup of each of the last 7 days, 4 weeks and 12 months with one.
+    "KEEP": None,
+    # Safety backups (before a restore) and pre-migrate backups, kept under counts of their own.
+    "MAX_SAFETY_BACKUPS": 3,
+    "MAX_PRE_MIGRATE_BACKUPS": 3,
     "TIME_ZONE": None,
     "STATE_FILE": None,
     "LOCK_TIMEOUT": 120.0,
@@ -51,6 +58,8 @@ UNKNOWN_TIME_ZONE = "studio_backups.E005"
 UNKNOWN_KEYS = "studio_backups.E007"
 BAD_LOCK_TIMEOUT = "studio_backups.E008"
 UNSAFE_URI = "studio_backups.E009"
+BAD_KEEP = "studio_backups.E010"
+BAD_KIND_LIMIT = "studio_backups.E011"
 # ... and those that stop off-site copies (offsite_problems(), get_offsite_config()).
 OFFSITE_NOT_A_DICT = "studio_backups.E040"
 OFFSITE_UNKNOWN_STORAGE = "studio_backups.E041"
@@ -58,6 +67,20 @@ OFFSITE_UNKNOWN_COMPRESSION = "studio_backups.E042"
 OFFSITE_BAD_RECIPIENTS = "studio_backups.E043"
 OFFSITE_BAD_MAX_BACKUPS = "studio_backups.E044"
 OFFSITE_MISSING_PACKAGES = "studio_backups.E045"
+OFFSITE_BAD_KEEP = "studio_backups.E046"
+
+# The periods KEEP may name, and how each groups a backup's time (in the studio's zone).
+PERIODS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which backups retention keeps (see retention.py)."""
+
+    newest: int
+    calendar: Mapping[str, int] = field(default_factory=dict)
+    safety: int = 3
+    pre_migrate: int = 3
 
 
 @dataclass(frozen=True)
@@ -72,6 +95,7 @@ class Config:
     # rollback-journal mode a busy writer can keep a reader out for longer than Django's 5 s).
     lock_timeout: float
     growth_warning: float
+    policy: Policy = field(default_factory=lambda: Policy(DEFAULTS["MAX_BACKUPS"]))
 
 
 @dataclass(frozen=True)
@@ -151,6 +175,17 @@ def problems(using: str | None = None) -> list[Problem]:
                 f"not {max_backups!r}.",
             )
         )
+    found.extend(_keep_problems(options["KEEP"], "STUDIO_BACKUPS['KEEP']", BAD_KEEP))
+    # (At least 1: the newest is the undo that a restore or a migrate just offered.)
+    for key in ("MAX_SAFETY_BACKUPS", "MAX_PRE_MIGRATE_BACKUPS"):
+        if not _is_count(options[key], least=1):
+            found.append(
+                Problem(
+                    BAD_KIND_LIMIT,
+                    f"STUDIO_BACKUPS[{key!r}] must be a whole number of at least 1, "
+                    f"not {options[key]!r}.",
+                )
+            )
     lock_timeout = options["LOCK_TIMEOUT"]
     if (
         isinstance(lock_timeout, bool)
@@ -208,7 +243,36 @@ def get_config(using: str | None = None) -> Config:
             if is_positive_number(options["GROWTH_WARNING"])
             else DEFAULTS["GROWTH_WARNING"]
         ),
+        policy=Policy(
+            newest=options["MAX_BACKUPS"],
+            calendar=dict(options["KEEP"] or {}),
+            safety=options["MAX_SAFETY_BACKUPS"],
+            pre_migrate=options["MAX_PRE_MIGRATE_BACKUPS"],
+        ),
     )
+
+
+def _is_count(value: object, *, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _keep_problems(value: object, where: str, problem_id: str) -> list[Problem]:
+    if value is None:
+        return []
+    if (
+        not isinstance(value, dict)
+        or not set(value) <= set(PERIODS)
+        or not all(_is_count(count, least=0) for count in value.values())
+    ):
+        return [
+            Problem(
+                problem_id,
+                f"{where} must map {', '.join(PERIODS)} to whole numbers of at least 0, "
+                f"not {value!r}.",
+                'For example {"DAILY": 7, "WEEKLY": 4, "MONTHLY": 12}, or None.',
+            )
+        ]
+    return []
 
 
 def state_file_for() -> Path | None:
@@ -322,8 +386,9 @@ def is_positive_number(value: object) -> bool:
 
 OFFSITE_DEFAULTS: dict[str, Any] = {
     "STORAGE": None,
-    # None keeps as many copies off-site as MAX_BACKUPS keeps locally.
+    # None keeps as many copies off-site as MAX_BACKUPS keeps locally, and KEEP's calendar.
     "MAX_BACKUPS": None,
+    "KEEP": None,
     "COMPRESS": "zstd",
     "ENCRYPT_TO": None,
 }
@@ -335,6 +400,7 @@ class OffsiteConfig:
     max_backups: int
     compression: str | None
     recipients: tuple[str, ...]
+    policy: Policy = field(default_factory=lambda: Policy(DEFAULTS["MAX_BACKUPS"]))
 
 
 def offsite_problems() -> list[Problem]:
@@ -394,6 +460,9 @@ def offsite_problems() -> list[Problem]:
                 f"1, or None, not {max_backups!r}.",
             )
         )
+    found.extend(
+        _keep_problems(options["KEEP"], "STUDIO_BACKUPS['OFFSITE']['KEEP']", OFFSITE_BAD_KEEP)
+    )
     if not any(p.id in {OFFSITE_UNKNOWN_COMPRESSION, OFFSITE_BAD_RECIPIENTS} for p in found):
         missing = codec.missing_packages(options["COMPRESS"], bool(options["ENCRYPT_TO"]))
         if missing:
@@ -419,11 +488,15 @@ def get_offsite_config(using: str | None = None) -> OffsiteConfig | None:
     if found:
         raise ImproperlyConfigured(found[0].message)
     offsite = {**OFFSITE_DEFAULTS, **value}
+    local = get_config(using).policy
+    newest = offsite["MAX_BACKUPS"] or local.newest
+    calendar = local.calendar if offsite["KEEP"] is None else dict(offsite["KEEP"])
     return OffsiteConfig(
         storage=offsite["STORAGE"],
-        max_backups=offsite["MAX_BACKUPS"] or options["MAX_BACKUPS"],
+        max_backups=newest,
         compression=offsite["COMPRESS"],
         recipients=tuple(offsite["ENCRYPT_TO"] or ()),
+        policy=Policy(newest, calendar, local.safety, local.pre_migrate),
     )
 
 

@@ -32,13 +32,13 @@ SKIP_CHECKS = "--skip-checks"
 CRONTAB_TIMEOUT = 10.0
 
 
-def daily_backup(*, report_to_monitor: bool = True) -> Path | None:
+def daily_backup(*, daily_job: bool = True) -> Path | None:
     """Make today's backup unless it exists: its path, or None (none needed, or failed).
 
-    ``report_to_monitor``: see ``services.backup_if_needed``.
+    ``daily_job``: see ``services.backup_if_needed``.
     """
     try:
-        backup = services.backup_if_needed(report_to_monitor=report_to_monitor)
+        backup = services.backup_if_needed(daily_job=daily_job)
     except BackupError:
         # backup_if_needed() has logged it, recorded it and sent backup_failed.
         return None

@@ -86,7 +86,9 @@ HINT = (
 @receiver(signals.backup_created, dispatch_uid="django_studio_backups.growth")
 def warn_on_growth(sender: object, *, backup: BackupFile, using: str, **kwargs: Any) -> None:
     config = get_config(using)
-    found = unusual_growth(archive.list_backup_files(config.directory), config.growth_warning)
+    found = unusual_growth(
+        archive.list_backup_files(config.directory, config.time_zone), config.growth_warning
+    )
     # The new backup is the newest while the service still holds the folder's lock; the
     # comparison keeps a warning about some other backup from being sent under its name.
     if found is None or found.backup.path != backup.path:

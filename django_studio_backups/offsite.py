@@ -94,7 +94,10 @@ class OffsiteCopy:
 
     @property
     def created_at(self) -> datetime:
-        return datetime.fromisoformat(str(self.manifest["created_at"]))
+        """From the manifest, else from the name (as ``BackupFile.created_at``, in UTC)."""
+        return archive.BackupFile(
+            Path(self.name), 0, archive.EARLIEST, {"created_at": self.manifest.get("created_at")}
+        ).created_at
 
     @property
     def kind(self) -> str:
@@ -235,14 +238,13 @@ def _sync(
         with _lock(config), _opened(offsite) as storage:
             files = _listing(storage)
             present = _complete(storage, files)
-            local = {b.name: b for b in archive.list_backup_files(config.directory)}
-            wanted = sorted({*local, *present}, key=archive.name_order, reverse=True)[
-                : offsite.max_backups
-            ]
-            # wanted holds local and present names only, so what is missing is local. A
-            # backup known to be damaged is not copied (that was reported when it was found).
+            local = {
+                b.name: b for b in archive.list_backup_files(config.directory, config.time_zone)
+            }
+            # What is missing is what off-site retention would keep of the local backups
+            # and the copies together, and is local only.
             missing = sorted(
-                (n for n in set(wanted) - set(present) if not local[n].failed_check),
+                set(_wanted(config, offsite, local.values(), present.values())) - set(present),
                 key=archive.name_order,
             )
             # A copy found is neither on its way nor failed, whatever was recorded.
@@ -259,7 +261,8 @@ def _sync(
                 else:
                     uploaded.append(copy)
                     present[name] = copy
-            deleted = _prune(config, offsite, storage, keep={c.name for c in uploaded})
+            # What was uploaded is what retention keeps: nothing needs protecting.
+            deleted = _prune(config, offsite, storage, keep=set())
     except OffsiteFailed as exc:
         done = {*failed, *(c.name for c in uploaded)}
         # Before the storage was listed, what is missing is what was not known as copied.
@@ -309,7 +312,7 @@ def _download(
             raise OffsiteFailed(str(exc)) from exc
     # The backup lock: temporary files in the folder belong to whoever holds it.
     with _lock(config, locking.LOCK_NAME):
-        for backup in archive.list_backup_files(config.directory):
+        for backup in archive.list_backup_files(config.directory, config.time_zone):
             if backup.name == name and _hash_of(backup.path) == copy.sha256:
                 logger.info("%s is already in %s; not downloading it", name, config.directory)
                 return backup
@@ -553,6 +556,57 @@ def _upload(
     return OffsiteCopy(backup.name, manifest)
 
 
+@dataclass(frozen=True)
+class _Candidate:
+    """A local backup or an off-site copy, as off-site retention weighs it."""
+
+    name: str
+    kind: str
+    created_at: datetime
+    good: bool
+
+
+CANDIDATE_TRAITS: retention.Traits[_Candidate] = retention.Traits(
+    key=lambda c: c.name,
+    kind=lambda c: c.kind,
+    time=lambda c: c.created_at,
+    good=lambda c: c.good,
+)
+
+
+def _wanted(
+    config: Config,
+    offsite: OffsiteConfig,
+    local: Iterable[BackupFile],
+    present: Iterable[OffsiteCopy],
+) -> list[str]:
+    """The names that off-site retention keeps among the local backups and the copies. A
+    local backup known to be damaged (reported when it was found) is never wanted, nor one
+    that retention does not count (one without a manifest, a copy of a damaged database).
+    One changed since its last check is: its upload compares it with its SHA-256."""
+    candidates = {
+        b.name: _Candidate(b.name, b.kind, b.created_at, bool(b.manifest) and not b.failed_check)
+        for b in local
+    }
+    candidates.update({c.name: _Candidate(c.name, c.kind, c.created_at, True) for c in present})
+    pools = retention.REGULAR | {retention.SAFETY, retention.PRE_MIGRATE}
+    counted = [c for c in candidates.values() if c.good and c.kind in pools]
+    doomed = {
+        c.name
+        for c in retention.expired(counted, offsite.policy, CANDIDATE_TRAITS, config.time_zone)
+    }
+    return [c.name for c in counted if c.name not in doomed]
+
+
+# How retention reads an off-site copy: only complete copies are listed, and each is good.
+COPY_TRAITS: retention.Traits[OffsiteCopy] = retention.Traits(
+    key=lambda c: c.name,
+    kind=lambda c: c.kind,
+    time=lambda c: c.created_at,
+    good=lambda c: True,
+)
+
+
 def _check_saved(storage: Storage, saved: str, wanted: str) -> None:
     if saved != wanted:
         _delete(storage, [saved])
@@ -571,7 +625,10 @@ def _prune(config: Config, offsite: OffsiteConfig, storage: Storage, keep: set[s
     files = _listing(storage)
     present = _sorted(_complete(storage, files).values())
     deleted = []
-    for copy in retention.expired(present, offsite.max_backups, keep, key=lambda c: c.name):
+    doomed = retention.expired(
+        present, offsite.policy, COPY_TRAITS, config.time_zone, protected=keep
+    )
+    for copy in doomed:
         # The manifest goes first: a copy half-deleted is a leftover, never a listed copy.
         _delete(storage, [copy.name + MANIFEST_SUFFIX, copy.object_name])
         deleted.append(copy.name)
@@ -633,6 +690,13 @@ def _fetch(config: Config, storage: Storage, copy: OffsiteCopy, identities: list
             **copy.manifest["manifest"],
             "downloaded": {"object": copy.object_name, "at": state.isoformat(timezone.now())},
         }
+        verification = manifest.get("verification")
+        if isinstance(verification, dict):
+            # The SHA-256 just matched: the file is the one that passed its check, in a new file.
+            manifest["verification"] = {
+                **verification,
+                "mtime_ns": temporary.stat().st_mtime_ns,
+            }
         return archive.publish(
             temporary, config.directory, archive.name_order(copy.name)[0], manifest
         )
@@ -692,7 +756,7 @@ def _note(
             known = {*_names(data[state.OFFSITE_COPIES]), *added}
             data[state.OFFSITE_COPIES] = sorted(known, key=archive.name_order)
         # Only backups that still exist here need a word on the page.
-        local = {b.name for b in archive.list_backup_files(config.directory)}
+        local = {b.name for b in archive.list_backup_files(config.directory, config.time_zone)}
         data[state.OFFSITE_PENDING] = {k: v for k, v in waiting.items() if k in local}
         data[state.OFFSITE_FAILED_COPIES] = {k: v for k, v in failures.items() if k in local}
 
@@ -704,8 +768,8 @@ def _not_copied(config: Config, offsite: OffsiteConfig) -> list[str]:
     copied = status(using=config.alias).copied
     if copied is None:
         return []  # nothing is known of the storage: no copy is known to be missing
-    local = [b.name for b in archive.list_backup_files(config.directory)]
-    return [name for name in local[: offsite.max_backups] if name not in copied]
+    local = archive.list_backup_files(config.directory, config.time_zone)
+    return [n for n in _wanted(config, offsite, local, ()) if n not in copied]
 
 
 def _time(value: object) -> datetime | None:

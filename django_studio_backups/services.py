@@ -33,6 +33,9 @@ from .exceptions import BackupError, BackupFailed, DeleteFailed
 logger = logging.getLogger("django_studio_backups")
 
 NO_BACKUP = "—"
+# How many of the backups checked longest ago the daily job checks again in full, so that a
+# backup damaged on the disk after it was made does not keep its ✓ for long.
+REVERIFY_EACH_DAY = 2
 
 
 # The simple API: None or False on failure ----------------------------------------------
@@ -58,7 +61,10 @@ def create_backup_if_needed(*, using: str | None = None) -> Path | None:
 def list_backups(*, using: str | None = None) -> list[dict[str, Any]]:
     """Every backup with its metadata, newest first."""
     config = get_config(using)
-    return [b.as_dict(config.time_zone) for b in archive.list_backup_files(config.directory)]
+    return [
+        b.as_dict(config.time_zone)
+        for b in archive.list_backup_files(config.directory, config.time_zone)
+    ]
 
 
 def restore_backup(path: Path | str, *, using: str | None = None) -> bool:
@@ -146,13 +152,14 @@ def backup_if_needed(
     *,
     using: str | None = None,
     progress: engine.Progress | None = None,
-    report_to_monitor: bool = False,
+    daily_job: bool = False,
 ) -> BackupFile | None:
     """Make the daily backup unless one exists for today; None when none was needed.
 
-    ``report_to_monitor``: request ``HEARTBEAT_URL`` once the day's backup is made, checked
-    and copied off-site (the daily job does; a backup at start-up must not hide a job that
-    stopped). A failure is reported to it either way.
+    ``daily_job``: also do the daily job's rounds: re-verify the backups checked longest
+    ago (``REVERIFY_EACH_DAY``), make the off-site copies that are behind, and request
+    ``HEARTBEAT_URL`` once all is well (a backup at start-up must not hide a job that
+    stopped). A failure is reported either way.
     """
     config = get_config(using)
     try:
@@ -172,17 +179,20 @@ def backup_if_needed(
     # Copies the new backup, and any that an upload in the background did not finish; with
     # no new backup, only the daily job looks at the storage, and only if it is behind.
     copied = True
-    if backup is not None or report_to_monitor:
+    if backup is not None or daily_job:
         copied = offsite.catch_up(config, backup)
+    intact = not daily_job or backing_up.reverify_oldest(config, REVERIFY_EACH_DAY, backup)
     damaged = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
-    if report_to_monitor and copied and not damaged:
+    if daily_job and copied and intact and not damaged:
         # The day has a backup that passed its checks, and its off-site copies are made.
         notify.daily_succeeded()
     return backup
 
 
 def backups(*, using: str | None = None) -> list[BackupFile]:
-    return archive.list_backup_files(get_config(using).directory)
+    """Every backup, newest first (by the time it was made)."""
+    config = get_config(using)
+    return archive.list_backup_files(config.directory, config.time_zone)
 
 
 def find_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:
@@ -194,7 +204,7 @@ def growth_warning(*, using: str | None = None) -> str | None:
     """Why the newest backup's size is unusual, or None while it is not (see ``growth``)."""
     config = get_config(using)
     found = growth.unusual_growth(
-        archive.list_backup_files(config.directory), config.growth_warning
+        archive.list_backup_files(config.directory, config.time_zone), config.growth_warning
     )
     return growth.describe(found) if found is not None else None
 
@@ -279,6 +289,16 @@ def restore(
     return restoring.restore(
         get_config(using), name_or_path, progress, copy_in_background=copy_in_background
     )
+
+
+Change = restoring.Change
+
+
+def row_changes(backup: BackupFile, *, using: str | None = None) -> list[Change]:
+    """What restoring ``backup`` would change: for each model whose row count differs, the
+    rows the live database holds and the backup's, most rows lost first. ``RestoreFailed``
+    if either cannot be read. Counting takes a moment per GiB (see bench/)."""
+    return restoring.row_changes(get_config(using), backup)
 
 
 def migration_difference(

@@ -12,11 +12,13 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 HASH_BLOCK = 1024 * 1024
+# SQLite steps between two looks at a count's deadline.
+COUNT_STEPS = 10_000
 # How often a waiting loop looks again: for a check to end, and for a busy database's lock.
 POLL_INTERVAL = 0.05
 LOCK_RETRY = 0.001
@@ -263,6 +265,38 @@ def has_table(path: Path, table: str) -> bool:
     finally:
         connection.close()
     return row is not None
+
+
+def count_rows(
+    path: Path, tables: Iterable[str], *, live: bool, deadline: float
+) -> dict[str, int | None]:
+    """How many rows each of ``tables`` holds in the database at ``path``, read in one
+    transaction; 0 for a table it lacks, None for one not counted by ``deadline`` (a
+    ``time.monotonic()``). ``live``: a database in use (its read lock holds writers back in
+    rollback-journal mode, so the deadline bounds that too), not a backup."""
+    connection = connect(path, mode="ro") if live else open_snapshot_file(path)
+    connection.set_progress_handler(lambda: time.monotonic() > deadline, COUNT_STEPS)
+    counts: dict[str, int | None] = dict.fromkeys(tables)
+    try:
+        connection.execute("BEGIN")
+        existing = {
+            str(name)
+            for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        for table in counts:
+            if time.monotonic() > deadline:
+                break
+            if table not in existing:
+                counts[table] = 0
+                continue
+            quoted = table.replace('"', '""')
+            (counts[table],) = connection.execute(f'SELECT count(*) FROM "{quoted}"').fetchone()
+    except sqlite3.OperationalError as exc:
+        if "interrupted" not in str(exc):
+            raise
+    finally:
+        connection.close()
+    return counts
 
 
 def read_rows(path: Path, query: str) -> list[tuple[object, ...]]:

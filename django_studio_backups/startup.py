@@ -33,7 +33,7 @@ def start_backup_thread() -> threading.Thread:
     # A server's restart is no daily job: it must not tell the monitor that one ran.
     thread = threading.Thread(
         target=cron.daily_backup,
-        kwargs={"report_to_monitor": False},
+        kwargs={"daily_job": False},
         name="studio-backups-startup",
         daemon=True,
     )

@@ -138,7 +138,9 @@ def test_the_listing_shows_every_backup_newest_first(
     first = services.backup_now(kind="daily")
     studio_db.add_clients(*(f"client {i}" for i in range(2000)))
     second = services.backup_now()
-    os.utime(first.path, (first.path.stat().st_atime, first.path.stat().st_mtime - 3600))
+    # The order is the backups' own: a file touched since says nothing of when it was made.
+    os.utime(second.path, (second.path.stat().st_atime, second.path.stat().st_mtime - 3600))
+    second = services.find_backup(second.name)
     response = admin_client.get(url("changelist"))
     page = response.content.decode()
     assert response.status_code == 200
@@ -150,9 +152,10 @@ def test_the_listing_shows_every_backup_newest_first(
     assert ">daily<" in page
     assert ">manual<" in page
     assert "KB" in page  # human-readable sizes
-    # The daily backup passed integrity_check; the manual one only quick_check so far.
+    # The daily backup passed integrity_check; the manual one passed quick_check, but its
+    # file has changed since (its time did), so it counts as unchecked again.
     assert page.count("icon-yes.svg") == 1
-    assert page.count("icon-unknown.svg") == 1
+    assert not second.check
     assert f"Last backup: <strong>{services.get_last_backup_display()}</strong>" in page
     # The chart: a point for each backup, drawn on the server.
     assert 'id="studio-backups-chart"' in page
@@ -781,4 +784,39 @@ def test_a_backup_deleted_after_the_confirmation_page(
     response = admin_client.post(url(view, backup.name), {"post": "yes"}, follow=True)
     assert texts(response) == [
         f"There is no backup called “{backup.name}”. Perhaps it was deleted?"
+    ]
+
+
+def test_the_listing_tells_what_is_known_of_each_backup(
+    studio_db: StudioDB, admin_client: Client
+) -> None:
+    verified = services.backup_if_needed()
+    assert verified is not None
+    changed, damaged, foreign = (services.backup_now() for _ in range(3))
+    os.utime(changed.path, (1_700_000_000, 1_700_000_000))
+    with damaged.path.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 64)
+    assert services.verify(damaged.name) != []
+    foreign.manifest_path.unlink()
+    page = admin_client.get(url("changelist")).content.decode()
+    cells = dict(
+        re.findall(
+            r'<tr data-backup="([^"]+)">.*?class="studio-backups-check"><img [^>]*title="([^"]+)"',
+            page,
+            re.S,
+        )
+    )
+    assert cells[verified.name].startswith("Verified")
+    assert cells[changed.name].startswith("Unknown: the file changed since")
+    assert cells[damaged.name].startswith("Damaged")
+    assert cells[foreign.name].startswith("Unknown: it came without its .json file")
+    # Verify adopts the one without a manifest.
+    admin_client.post(url("verify", foreign.name))
+    page = admin_client.get(url("changelist")).content.decode()
+    assert ">put back<" in page
+    # The damaged one cannot be restored, even by its address.
+    response = admin_client.get(url("restore", damaged.name), follow=True)
+    assert texts(response) == [
+        f"The backup {damaged.name} is damaged: it cannot be restored. Restore another one."
     ]

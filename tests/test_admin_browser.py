@@ -275,3 +275,40 @@ def test_back_up_change_data_and_restore(
     assert "Turno de noche" not in page.body()
     entry = LogEntry.objects.filter(object_repr=made.name, action_flag=CHANGE).get()
     assert entry.user.username == "recepcion"
+
+
+def test_a_damaged_backup_cannot_be_restored_and_a_restore_says_what_it_takes(
+    browser: Any, live_server: LiveServer, studio_backups: Path
+) -> None:
+    User.objects.create_superuser("recepcion", password="tinta-2026")
+    good = services.backup_now()
+    damaged = services.backup_now()
+    with damaged.path.open("r+b") as f:
+        f.seek(4096)
+        f.write(b"\xff" * 64)
+    assert services.verify(damaged.name) != []
+    # Three more people, whom a restore of the good backup would take away.
+    for name in ("ana", "beto", "carla"):
+        User.objects.create_user(name)
+    page = Page(browser, live_server, "en")
+    page.open("/admin/django_studio_backups/backup/")
+    page.log_in("recepcion", "tinta-2026")
+    page.wait_for("#result_list")
+
+    rows = {row.get_attribute("data-backup"): row for row in page.find_all("#result_list tbody tr")}
+    from selenium.webdriver.common.by import By
+
+    button = rows[damaged.name].find_element(By.CSS_SELECTOR, ".studio-backups-restore")
+    assert button.tag_name == "button"
+    assert not button.is_enabled()
+    assert "damaged" in button.get_attribute("title")
+    assert "Damaged" in rows[damaged.name].text
+    page.screenshot("damaged-backup")
+
+    link = rows[good.name].find_element(By.CSS_SELECTOR, ".studio-backups-restore")
+    assert link.is_enabled()
+    page.click_and_wait(link, "#studio-backups-changes")
+    changes = page.find("#studio-backups-changes").text
+    assert "Users: 4 now → 1 in the backup (3 will be lost)" in changes
+    assert "Everything saved after " in page.find("#studio-backups-since").text
+    page.screenshot("restore-what-it-takes")

@@ -6,10 +6,11 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from django_studio_backups import archive, locking, retention, state
+from django_studio_backups import archive, backing_up, conf, locking, retention, state
 from tests.conftest import mounted_tmpfs
 
 
@@ -26,11 +27,14 @@ def backup_file(directory: Path, name: str, manifest: object = None) -> Path:
     "manifest",
     [None, "{broken", "[1, 2]", {"created_at": "soon"}, {"created_at": "2026-03-04T15:30:45"}],
 )
-def test_unusable_manifests_fall_back_to_the_file(tmp_path: Path, manifest: object) -> None:
+def test_unusable_manifests_fall_back_to_the_name(tmp_path: Path, manifest: object) -> None:
     path = backup_file(tmp_path, "backup_20260304_153045.db", manifest)
+    # The file's time says nothing: a copy put back from a drive is as old as its name.
     os.utime(path, (1_700_000_000, 1_700_000_000))
-    (listed,) = archive.list_backup_files(tmp_path)
-    assert listed.created_at == datetime.fromtimestamp(1_700_000_000, tz=timezone.utc)
+    (listed,) = archive.list_backup_files(tmp_path, ZoneInfo("America/Hermosillo"))
+    assert listed.created_at == datetime(
+        2026, 3, 4, 15, 30, 45, tzinfo=ZoneInfo("America/Hermosillo")
+    )
     assert listed.kind == "unknown"
     assert listed.sha256 is None
     assert listed.migrations is None
@@ -123,14 +127,20 @@ def test_lock_is_seen_from_another_process_and_freed_by_its_death(tmp_path: Path
 
 
 def test_retention_counts_protected_files_towards_the_limit(tmp_path: Path) -> None:
-    paths = [backup_file(tmp_path, f"backup_20260304_15304{i}.db") for i in range(5)]
-    for i, path in enumerate(paths):
-        os.utime(path, (1_700_000_000 + i, 1_700_000_000 + i))
+    paths = [
+        backup_file(tmp_path, f"backup_20260304_15304{i}.db", {"kind": "daily"}) for i in range(5)
+    ]
     listed = archive.list_backup_files(tmp_path)
-    assert [b.path for b in retention.expired(listed, 2)] == paths[2::-1]
-    doomed = retention.expired(listed, 2, protected={paths[0]})
-    assert [b.path for b in doomed] == [paths[3], paths[2], paths[1]]
-    assert retention.expired(listed, 10) == []
+    traits = backing_up.TRAITS
+
+    def expired(newest: int, protected: set[Path] | None = None) -> list[Path]:
+        policy = conf.Policy(newest)
+        found = retention.expired(listed, policy, traits, timezone.utc, protected=protected or ())
+        return [b.path for b in found]
+
+    assert expired(2) == paths[2::-1]
+    assert expired(2, {paths[0]}) == [paths[3], paths[2], paths[1]]
+    assert expired(10) == []
 
 
 def test_a_manifest_whose_backup_is_gone_is_cleared(tmp_path: Path) -> None:

@@ -52,7 +52,9 @@ def test_list_backups_gives_the_seed_keys_newest_first(studio_db: StudioDB) -> N
     second = services.create_backup_now()
     assert first is not None
     assert second is not None
-    os.utime(first, (1_700_000_000, 1_700_000_000))
+    # Newest first by the time each was made, whatever the files' times say.
+    os.utime(second, (1_700_000_000, 1_700_000_000))
+    os.utime(first, (1_800_000_000, 1_800_000_000))
     listed = services.list_backups()
     assert [b["path"] for b in listed] == [second, first]
     oldest = listed[1]
@@ -61,9 +63,9 @@ def test_list_backups_gives_the_seed_keys_newest_first(studio_db: StudioDB) -> N
     assert oldest["display"] == "04/03/2026 15:30"
     assert oldest["created_at"] == datetime(2026, 3, 4, 15, 30, 45, tzinfo=HERMOSILLO)
     assert oldest["kind"] == "manual"
-    # Checked with quick_check; only integrity_check, the check a restore runs, verifies.
+    # Checked with quick_check, but changed since (its time did): unchecked again.
     assert oldest["verified"] is False
-    assert oldest["check"] == "quick_check"
+    assert oldest["check"] is None
     assert oldest["sha256"] == engine.sha256_of(first)
 
 
@@ -113,7 +115,6 @@ def test_retention_keeps_the_newest_and_nothing_else_is_touched(
         with time_machine.travel(datetime(2026, 3, day, 12, tzinfo=HERMOSILLO), tick=False):
             path = services.create_backup_now()
         assert path is not None
-        os.utime(path, (1_700_000_000 + day, 1_700_000_000 + day))
         made.append(path)
     assert names(studio_db) == ["backup_20260305_120000.db", "backup_20260304_120000.db"]
     present = sorted(p.name for p in studio_db.backups.iterdir() if not p.name.startswith("."))
@@ -132,10 +133,10 @@ def test_retention_never_deletes_the_backup_just_made(
     studio_db: StudioDB, settings: SettingsWrapper
 ) -> None:
     settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "MAX_BACKUPS": 1}
-    first = services.create_backup_now()
+    # Made while the clock was years ahead: it sorts first, and it still goes.
+    with time_machine.travel(datetime(2030, 1, 1, tzinfo=HERMOSILLO), tick=False):
+        first = services.create_backup_now()
     assert first is not None
-    # An older file with a future modification time sorts first: it still goes.
-    os.utime(first, (4_000_000_000, 4_000_000_000))
     second = services.create_backup_now()
     assert second is not None
     assert [b["path"] for b in services.list_backups()] == [second]

@@ -117,19 +117,24 @@ def test_restore_backup_without_asking(studio_db: StudioDB) -> None:
     assert studio_db.clients(studio_db.backups / safety) == ["Ana", "Beto", "Carla"]
 
 
-@pytest.mark.parametrize(("answer", "restored"), [("yes\n", True), ("no\n", False), ("", False)])
+@pytest.mark.parametrize(
+    ("answer", "restored"),
+    [("yes\n", True), ("y\n", True), ("Y\n", True), ("no\n", False), ("", False)],
+)
 def test_restore_backup_asks_first(studio_db: StudioDB, answer: str, restored: bool) -> None:
     backup = services.create_backup_now()
     assert backup is not None
     studio_db.add_clients("Carla")
     result = run_manage(studio_db, "restore_backup", backup.name, input=answer)
+    # What the restore takes away, before the question.
+    assert "  Clients: 3 now -> 2 in the backup (1 will be lost)" in result.stdout
     assert "A safety backup of the current data is made first" in result.stdout
+    assert "Restore? [y/N]" in result.stdout
+    assert result.returncode == 0, result.stderr
     if restored:
-        assert result.returncode == 0, result.stderr
         assert studio_db.clients() == ["Ana", "Beto"]
     else:
-        assert result.returncode == 1
-        assert "Restore cancelled." in result.stderr
+        assert result.stdout.rstrip().endswith("Cancelled.")
         assert studio_db.clients() == ["Ana", "Beto", "Carla"]
 
 

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sqlite3
 import statistics
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
+import time_machine
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.test import Client
@@ -236,9 +236,8 @@ def test_no_signal_names_a_backup_that_is_not_the_one_compared(
     # A backup dated in the future (a clock set wrong, a file copied in) stays the newest
     # one listed; a new backup must not take the blame for its size.
     grow_to(seven_backups.path, 2 * BASE_PAGES)
-    future = services.backup_now()
-    later = datetime.now().timestamp() + 86400
-    os.utime(future.path, (later, later))
+    with time_machine.travel(datetime.now().astimezone() + timedelta(days=1), tick=False):
+        future = services.backup_now()
     assert len(sent) == 1
 
     services.backup_now()

@@ -326,7 +326,7 @@ def test_only_the_daily_job_reports_success(
     assert monitor.pings == []
     # Outside it, as on a server: a backup at start-up says nothing; the daily job does.
     monkeypatch.delattr(mail, "outbox")
-    assert cron.daily_backup(report_to_monitor=False) is None
+    assert cron.daily_backup(daily_job=False) is None
     assert background.wait(30)
     assert monitor.pings == []
     assert cron.daily_backup() is None
@@ -423,7 +423,7 @@ def test_a_backup_found_bad_by_verify_is_replaced_by_the_daily_job(
         f.seek(4096)
         f.write(b"\xff" * 64)
     assert services.verify(manual.name, full=True) != []  # someone pressed Verify
-    daily = services.backup_if_needed(report_to_monitor=True)
+    daily = services.backup_if_needed(daily_job=True)
     assert daily is not None
     assert daily.verified
     assert background.wait(30)
@@ -434,12 +434,12 @@ def test_no_all_is_well_while_the_live_database_is_damaged(
     studio_db: StudioDB, on_a_server: Monitor
 ) -> None:
     monitor = on_a_server
-    assert services.backup_if_needed(report_to_monitor=True) is not None
+    assert services.backup_if_needed(daily_job=True) is not None
     state.update(
         studio_db.state_file,
         **{state.LIVE_DAMAGED_AT: state.isoformat(timezone.now()), state.LIVE_DAMAGED_REASON: "x"},
     )
-    assert services.backup_if_needed(report_to_monitor=True) is None
+    assert services.backup_if_needed(daily_job=True) is None
     assert background.wait(30)
     assert [(p.method, p.path) for p in monitor.pings] == [("GET", "/ping/studio-backups")]
 

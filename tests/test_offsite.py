@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import sys
+from datetime import date, datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
 
@@ -475,7 +476,7 @@ def test_the_lock_waits_for_another_upload(
     ("value", "check_id", "message"),
     [
         ("drive", "studio_backups.E040", "must be a dict or None"),
-        ({"STORAGE": "drive", "KEEP": 3}, "studio_backups.E040", "Unknown .* keys: KEEP"),
+        ({"STORAGE": "drive", "KEPT": 3}, "studio_backups.E040", "Unknown .* keys: KEPT"),
         ({"STORAGE": "nowhere"}, "studio_backups.E041", "'nowhere', which is not an alias"),
         ({}, "studio_backups.E041", "None, which is not an alias"),
         ({"STORAGE": "drive", "COMPRESS": "xz"}, "studio_backups.E042", "not 'xz'"),
@@ -584,13 +585,13 @@ def test_a_day_with_its_backup_asks_the_storage_nothing(
     (tmp_path / "drive").rename(tmp_path / "gone")
     (tmp_path / "drive").write_text("not a folder")
     assert services.backup_if_needed() is None
-    assert services.backup_if_needed(report_to_monitor=True) is None
+    assert services.backup_if_needed(daily_job=True) is None
     assert services.offsite_failure() is None
     # Once a copy is recorded as failed, the daily job (only it) tries again.
     state.update(studio_db.state_file, **{state.OFFSITE_FAILED_COPIES: {"x": "y"}})
     assert services.backup_if_needed() is None
     assert services.offsite_failure() is None
-    assert services.backup_if_needed(report_to_monitor=True) is None
+    assert services.backup_if_needed(daily_job=True) is None
     assert services.offsite_failure() is not None
 
 
@@ -640,3 +641,60 @@ def test_a_damaged_backup_is_reported_once_not_at_every_sync(
     assert services.sync_offsite().failed == {}
     assert background.wait(30)
     assert len(mail.outbox) == 1
+
+
+def test_a_copy_with_a_bad_time_in_its_manifest_is_dated_by_its_name(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    drive = tmp_path / "drive"
+    use_offsite(settings, "drive", folder_storage(drive))
+    backup = services.backup_now()
+    manifest_path = drive / f"{backup.name}.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["created_at"] = "2026-03-04T15:30:45"  # no UTC offset
+    manifest_path.write_text(json.dumps(manifest))
+    [copy] = services.offsite_copies()
+    assert copy.created_at == archive.time_of_name(backup.name, timezone.utc)
+    services.backup_now()  # retention reads it without failing
+    assert services.offsite_failure() is None
+
+
+def test_a_sync_keeps_what_its_own_retention_wants(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    import time_machine
+
+    from .backup_helpers import HERMOSILLO
+
+    for n in range(70):
+        day = date(2026, 1, 1) + timedelta(days=n)
+        with time_machine.travel(datetime(day.year, day.month, day.day, 3, tzinfo=HERMOSILLO)):
+            services.backup_if_needed()
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=3)
+    services.sync_offsite()
+    use_offsite(
+        settings, "drive", folder_storage(tmp_path / "drive"), MAX_BACKUPS=3, KEEP={"MONTHLY": 3}
+    )
+    first = services.sync_offsite()
+    assert first.deleted == []
+    second = services.sync_offsite()
+    assert (second.uploaded, second.deleted) == ([], [])
+    # The newest 3, and the newest of February (January's are gone locally: MAX_BACKUPS).
+    assert [c.name for c in services.offsite_copies()] == [
+        "backup_20260311_030000.db",
+        "backup_20260310_030000.db",
+        "backup_20260309_030000.db",
+        "backup_20260228_030000.db",
+    ]
+
+
+def test_a_downloaded_copy_counts_as_checked(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    use_offsite(settings, "drive", folder_storage(tmp_path / "drive"))
+    backup = services.backup_if_needed()
+    assert backup is not None
+    os.unlink(backup.path)
+    fetched = services.download_offsite(backup.name)
+    assert fetched.verified
+    assert fetched.sound

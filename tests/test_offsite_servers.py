@@ -108,13 +108,19 @@ def test_s3_copy_restore_and_age_cli(
         "restore_backup", "--offsite", backup.name, "--identity", str(age_key.path), "--noinput"
     )
     assert studio_db.clients() == ["Ana", "Beto"]
-    # Retention deletes the old copy's manifest and data object.
+    [safety] = [b for b in services.backups() if b.kind == "safety"]
+    # Retention deletes the old copy's manifest and data object; the restore's safety
+    # backup, copied too, is kept under its own count.
     use_offsite(
         settings, "s3", s3.storage(), ENCRYPT_TO=[age_key.recipient], COMPRESS="gzip",
         MAX_BACKUPS=1,
     )  # fmt: skip
     newest = services.backup_now()
-    assert s3.keys() == [f"studio/{newest.name}.gz.age", f"studio/{newest.name}.json"]
+    assert s3.keys() == sorted(
+        f"studio/{name}{suffix}"
+        for name in (newest.name, safety.name)
+        for suffix in (".gz.age", ".json")
+    )
 
 
 @pytest.mark.slow

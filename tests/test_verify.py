@@ -31,13 +31,28 @@ def test_verify_finds_changed_and_damaged_backups(studio_db: StudioDB) -> None:
     assert by_name[changed.name].manifest["verification"]["problems"]
 
 
-def test_verify_without_a_manifest_relies_on_sqlite(studio_db: StudioDB) -> None:
+def test_verify_adopts_a_good_backup_without_a_manifest(studio_db: StudioDB) -> None:
+    # A copy put back from a drive, without its .json file.
     backup = services.backup_now()
     backup.manifest_path.unlink()
-    assert services.verify(backup.name, full=True) == []
-    assert not backup.manifest_path.exists()
-    backup.path.write_bytes(b"garbage" * 100)
-    assert "not a SQLite database" in services.verify(backup.name)[0]
+    assert services.find_backup(backup.name).sound is False
+    assert services.verify(backup.name) == []
+    adopted = services.find_backup(backup.name)
+    assert adopted.kind == "adopted"
+    assert adopted.verified  # adopting runs the full check, whatever was asked
+    assert adopted.sha256 == backup.sha256
+    assert adopted.created_at == backup.created_at
+    assert adopted.sound
+
+
+def test_verify_marks_a_foreign_file_damaged(studio_db: StudioDB) -> None:
+    (studio_db.backups).mkdir(exist_ok=True)
+    junk = studio_db.backups / "backup_20260304_153045.db"
+    junk.write_bytes(b"seventeen bytes!!")
+    assert "not a SQLite database" in services.verify(junk.name)[0]
+    listed = services.find_backup(junk.name)
+    assert listed.failed_check
+    assert not listed.sound
 
 
 def test_verify_a_backup_that_disappeared(studio_db: StudioDB) -> None:

@@ -20,7 +20,7 @@ class Command(BaseCommand):
         using = options["database"]
         with command_errors():
             backup = services.backup_if_needed(
-                using=using, progress=terminal_progress(self.stdout), report_to_monitor=True
+                using=using, progress=terminal_progress(self.stdout), daily_job=True
             )
             end_progress(self.stdout)
             if backup is None:

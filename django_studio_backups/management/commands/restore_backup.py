@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.text import capfirst
+from django.utils.timesince import timesince
 
 from ... import services
 from ..base import (
@@ -71,7 +73,10 @@ class Command(BaseCommand):
                     style_func=self.style.WARNING,
                 )
             if options["interactive"]:
-                self._confirm(backup.name, human_size(backup.size))
+                self._summary(backup, services.row_changes(backup, using=using), using)
+                if not self._confirmed():
+                    self.stdout.write("Cancelled.")
+                    return
             report = services.restore(
                 backup.name, using=using, progress=terminal_progress(self.stdout)
             )
@@ -86,15 +91,35 @@ class Command(BaseCommand):
                 style_func=self.style.WARNING,
             )
 
-    def _confirm(self, name: str, size: str) -> None:
+    def _summary(
+        self, backup: services.BackupFile, changes: list[services.Change], using: str | None
+    ) -> None:
+        made = services.display_time(backup.created_at, using=using)
         self.stdout.write(
-            f"This replaces the live database with {name} ({size}).\n"
-            "A safety backup of the current data is made first. "
-            "Users may have to log in again."
+            f"This replaces the live database with {backup.name} ({human_size(backup.size)}), "
+            f"made on {made} ({timesince(backup.created_at)} ago): everything saved since "
+            "is replaced."
         )
+        for change in changes:
+            name = capfirst(str(change.model._meta.verbose_name_plural))
+            if change.now is None or change.in_backup is None:
+                self.stdout.write(f"  {name}: not counted in time (the database is large)")
+                continue
+            difference = abs(change.now - change.in_backup)
+            outcome = "will be lost" if change.now > change.in_backup else "will come back"
+            self.stdout.write(
+                f"  {name}: {change.now:,} now -> {change.in_backup:,} in the backup "
+                f"({difference:,} {outcome})"
+            )
+        if not changes:
+            self.stdout.write("  Every table holds as many rows now as in the backup.")
+        self.stdout.write(
+            "A safety backup of the current data is made first. Users may have to log in again."
+        )
+
+    def _confirmed(self) -> bool:
         try:
-            answer = input("Type 'yes' to restore: ")
+            answer = input("Restore? [y/N] ")
         except EOFError:
             answer = ""
-        if answer.strip().lower() != "yes":
-            raise CommandError("Restore cancelled.")
+        return answer.strip().lower() in {"y", "yes"}
