@@ -186,7 +186,7 @@ def change_text(change: services.Change) -> str:
     """ "Clients: 1,204 now → 1,180 in the backup (24 will be lost)", in the user's language."""
     model = capfirst(change.model._meta.verbose_name_plural)
     if change.now is None or change.in_backup is None:
-        return _("%(model)s: not counted in time (the database is large)") % {"model": model}
+        return _("%(model)s: not counted (the database is large or busy)") % {"model": model}
     values = {
         "model": model,
         "now": number_format(change.now, force_grouping=True),

@@ -272,9 +272,13 @@ def count_rows(
 ) -> dict[str, int | None]:
     """How many rows each of ``tables`` holds in the database at ``path``, read in one
     transaction; 0 for a table it lacks, None for one not counted by ``deadline`` (a
-    ``time.monotonic()``). ``live``: a database in use (its read lock holds writers back in
-    rollback-journal mode, so the deadline bounds that too), not a backup."""
-    connection = connect(path, mode="ro") if live else open_snapshot_file(path)
+    ``time.monotonic()``) or while the database stayed busy. ``live``: a database in use
+    (its read lock holds writers back in rollback-journal mode, so the deadline bounds that
+    too), not a backup."""
+    if live:  # a writer's lock is waited for until the deadline, no longer
+        connection = connect(path, mode="ro", timeout=max(0.0, deadline - time.monotonic()))
+    else:
+        connection = open_snapshot_file(path)
     connection.set_progress_handler(lambda: time.monotonic() > deadline, COUNT_STEPS)
     counts: dict[str, int | None] = dict.fromkeys(tables)
     try:
@@ -291,9 +295,8 @@ def count_rows(
                 continue
             quoted = table.replace('"', '""')
             (counts[table],) = connection.execute(f'SELECT count(*) FROM "{quoted}"').fetchone()
-    except sqlite3.OperationalError as exc:
-        if "interrupted" not in str(exc):
-            raise
+    except sqlite3.OperationalError:
+        pass  # interrupted at the deadline, or busy: what is left is not counted
     finally:
         connection.close()
     return counts

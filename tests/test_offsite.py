@@ -698,3 +698,19 @@ def test_a_downloaded_copy_counts_as_checked(
     fetched = services.download_offsite(backup.name)
     assert fetched.verified
     assert fetched.sound
+
+
+def test_a_copy_uploaded_without_a_check_record_downloads_as_unchecked(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    drive = tmp_path / "drive"
+    use_offsite(settings, "drive", folder_storage(drive))
+    backup = services.backup_now()
+    manifest_path = drive / f"{backup.name}.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["manifest"]["verification"]  # uploaded by a version that kept none
+    manifest_path.write_text(json.dumps(manifest))
+    os.unlink(backup.path)
+    fetched = services.download_offsite(backup.name)
+    assert fetched.sha256 == backup.sha256
+    assert fetched.check is None

@@ -8,10 +8,12 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import time_machine
@@ -21,7 +23,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import background, services
 
 from .backup_helpers import HERMOSILLO
-from .conftest import StudioDB
+from .conftest import StudioDB, undeletable
 
 
 @contextmanager
@@ -341,3 +343,167 @@ def test_a_backup_changed_in_place_from_before_mtimes_were_recorded_is_not_verif
     later = backup.path.stat().st_mtime + 60
     os.utime(backup.path, (later, later))  # written to a minute after its check
     assert not services.find_backup(backup.name).verified
+
+
+# The edges ----------------------------------------------------------------------------
+
+
+def test_a_sqlite_file_that_is_not_a_django_database_is_not_adopted(studio_db: StudioDB) -> None:
+    studio_db.backups.mkdir()
+    other = studio_db.backups / "backup_20260304_153045.db"
+    with contextlib.closing(sqlite3.connect(other)) as connection:
+        connection.execute("CREATE TABLE notes (text TEXT)")
+        connection.commit()
+    assert "not a Django one" in services.verify(other.name)[0]
+    assert services.find_backup(other.name).failed_check
+
+
+def test_a_manifest_that_cannot_be_written_is_reported(studio_db: StudioDB) -> None:
+    backup = services.backup_now()
+    backup.manifest_path.unlink()
+    with undeletable(studio_db.backups):
+        problems = services.verify(backup.name)
+    assert problems[0].startswith(f"Could not give {backup.name} a manifest: ")
+    assert not backup.manifest_path.exists()
+
+
+def test_the_checks_again_wait_for_no_one(
+    studio_db: StudioDB, settings: SettingsWrapper, caplog: pytest.LogCaptureFixture
+) -> None:
+    from django_studio_backups import backing_up, conf, locking
+
+    services.backup_now()
+    limits(settings, LOCK_TIMEOUT=0.1)
+    with locking.exclusive(studio_db.backups / locking.LOCK_NAME, 1):
+        assert backing_up.reverify_oldest(conf.get_config(), 2, None) is True
+    assert "Did not check old backups again" in caplog.text
+
+
+def test_a_backup_never_checked_is_checked_again_first(studio_db: StudioDB) -> None:
+    from django_studio_backups import backing_up, conf
+
+    checked, unchecked = services.backup_if_needed(), services.backup_now()
+    assert checked is not None
+    manifest = json.loads(unchecked.manifest_path.read_text())
+    del manifest["verification"]
+    unchecked.manifest_path.write_text(json.dumps(manifest))
+    assert backing_up.reverify_oldest(conf.get_config(), 1, None) is True
+    assert services.find_backup(unchecked.name).verified
+
+
+def test_what_the_listing_knows_of_unusual_manifests(tmp_path: Path) -> None:
+    from django_studio_backups import archive
+
+    zone = HERMOSILLO
+    path = tmp_path / "backup_20261399_000000.db"  # the pattern's digits, not a date
+    path.write_bytes(b"")
+    [listed] = archive.list_backup_files(tmp_path, zone)
+    assert listed.created_at == listed.modified_at
+    assert archive.time_of_name("notes.db", zone) is None
+    # A check from before mtimes were recorded, whose time cannot be read.
+    checked = archive.BackupFile(
+        path, 0, listed.modified_at, {"size": 0, "verification": {"ok": True, "at": "soon"}}
+    )
+    assert checked.check is None
+    # A file without a manifest gets none from a check.
+    archive.record_check(listed, ok=False, check="quick_check", at="", problems=[])
+    assert not archive.manifest_path_for(path).exists()
+
+
+def test_the_loss_summary_of_a_backup_that_cannot_be_read(studio_db: StudioDB) -> None:
+    from django_studio_backups.exceptions import RestoreFailed
+
+    backup = services.backup_now()
+    backup.path.write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    with pytest.raises(RestoreFailed, match="Cannot compare"):
+        services.row_changes(backup)
+
+
+def test_the_admin_and_the_command_say_what_was_not_counted(
+    studio_db: StudioDB, admin_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django.urls import reverse
+
+    from django_studio_backups import restoring
+
+    backup = services.backup_now()
+    page = admin_client.get(
+        reverse("admin:django_studio_backups_backup_restore", args=[backup.name])
+    ).content.decode()
+    assert "Every table holds as many rows now as in the backup" in page
+    with contextlib.closing(studio_db.connect()) as connection:
+        connection.execute("DELETE FROM auth_permission WHERE id <= 2")
+        connection.commit()
+    page = admin_client.get(
+        reverse("admin:django_studio_backups_backup_restore", args=[backup.name])
+    ).content.decode()
+    assert "Permissions: " in page
+    assert "(2 will come back)" in page
+    monkeypatch.setattr(restoring, "COUNT_WITHIN", -1.0)
+    page = admin_client.get(
+        reverse("admin:django_studio_backups_backup_restore", args=[backup.name])
+    ).content.decode()
+    assert "not counted (the database is large or busy)" in page
+
+
+def test_a_backup_without_any_check_says_so(studio_db: StudioDB, admin_client: Any) -> None:
+    from django.urls import reverse
+
+    backup = services.backup_now()
+    manifest = json.loads(backup.manifest_path.read_text())
+    del manifest["verification"]
+    backup.manifest_path.write_text(json.dumps(manifest))
+    page = admin_client.get(reverse("admin:django_studio_backups_backup_changelist"))
+    assert 'title="Not checked."' in page.content.decode()
+
+
+@pytest.mark.parametrize("answer", ["n\n"])
+def test_restore_backup_lists_what_it_cannot_count(
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch, answer: str
+) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from django_studio_backups import restoring
+
+    backup = services.backup_now()
+    monkeypatch.setattr("builtins.input", lambda prompt: answer.strip())
+    out = StringIO()
+    call_command("restore_backup", backup.name, stdout=out)
+    assert "  Every table holds as many rows now as in the backup." in out.getvalue()
+    assert out.getvalue().rstrip().endswith("Cancelled.")
+    monkeypatch.setattr(restoring, "COUNT_WITHIN", -1.0)
+    out = StringIO()
+    call_command("restore_backup", backup.name, stdout=out)
+    assert "not counted (the database is large or busy)" in out.getvalue()
+
+
+def test_a_busy_live_database_is_not_counted_past_the_deadline(
+    studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from django_studio_backups import restoring
+
+    backup = services.backup_now()
+    monkeypatch.setattr(restoring, "COUNT_WITHIN", 0.5)
+    # A writer holds the live database in rollback-journal mode: no one may read it.
+    with contextlib.closing(sqlite3.connect(studio_db.path, isolation_level=None)) as writer:
+        writer.execute("PRAGMA journal_mode=DELETE")
+        writer.execute("BEGIN EXCLUSIVE")
+        started = time.monotonic()
+        changes = services.row_changes(backup)
+        took = time.monotonic() - started
+        writer.execute("ROLLBACK")
+    assert changes
+    assert all(c.now is None for c in changes)
+    assert took < 3
+
+
+def test_a_file_that_vanishes_is_not_adopted(studio_db: StudioDB) -> None:
+    backup = services.backup_now()
+    backup.manifest_path.unlink()
+    listed = services.find_backup(backup.name)
+    backup.path.unlink()
+    problems = services.verify(listed)
+    assert problems[-1].startswith(f"Could not give {backup.name} a manifest: ")
+    assert not backup.manifest_path.exists()

@@ -103,7 +103,7 @@ class Command(BaseCommand):
         for change in changes:
             name = capfirst(str(change.model._meta.verbose_name_plural))
             if change.now is None or change.in_backup is None:
-                self.stdout.write(f"  {name}: not counted in time (the database is large)")
+                self.stdout.write(f"  {name}: not counted (the database is large or busy)")
                 continue
             difference = abs(change.now - change.in_backup)
             outcome = "will be lost" if change.now > change.in_backup else "will come back"
