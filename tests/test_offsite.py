@@ -9,9 +9,11 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zstandard
@@ -643,16 +645,27 @@ def test_a_damaged_backup_is_reported_once_not_at_every_sync(
     assert len(mail.outbox) == 1
 
 
-def test_a_copy_with_a_bad_time_in_its_manifest_is_dated_by_its_name(
-    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
-) -> None:
+def copied_with_a_changed_manifest(
+    settings: SettingsWrapper, tmp_path: Path, change: Callable[[dict[str, Any]], object]
+) -> archive.BackupFile:
+    """A backup, copied to a folder storage, whose off-site manifest ``change`` then edits."""
     drive = tmp_path / "drive"
     use_offsite(settings, "drive", folder_storage(drive))
     backup = services.backup_now()
     manifest_path = drive / f"{backup.name}.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest["created_at"] = "2026-03-04T15:30:45"  # no UTC offset
+    change(manifest)
     manifest_path.write_text(json.dumps(manifest))
+    return backup
+
+
+def test_a_copy_with_a_bad_time_in_its_manifest_is_dated_by_its_name(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # A time without a UTC offset.
+    backup = copied_with_a_changed_manifest(
+        settings, tmp_path, lambda manifest: manifest.update(created_at="2026-03-04T15:30:45")
+    )
     [copy] = services.offsite_copies()
     assert copy.created_at == archive.time_of_name(backup.name, timezone.utc)
     services.backup_now()  # retention reads it without failing
@@ -703,13 +716,10 @@ def test_a_downloaded_copy_counts_as_checked(
 def test_a_copy_uploaded_without_a_check_record_downloads_as_unchecked(
     studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
 ) -> None:
-    drive = tmp_path / "drive"
-    use_offsite(settings, "drive", folder_storage(drive))
-    backup = services.backup_now()
-    manifest_path = drive / f"{backup.name}.json"
-    manifest = json.loads(manifest_path.read_text())
-    del manifest["manifest"]["verification"]  # uploaded by a version that kept none
-    manifest_path.write_text(json.dumps(manifest))
+    # Uploaded by a version that kept no check record.
+    backup = copied_with_a_changed_manifest(
+        settings, tmp_path, lambda manifest: manifest["manifest"].pop("verification")
+    )
     os.unlink(backup.path)
     fetched = services.download_offsite(backup.name)
     assert fetched.sha256 == backup.sha256
