@@ -58,6 +58,8 @@ Progress = Callable[[int, int], None]
 # (see bench/RESULTS.md).
 FLUSH_CHUNK = 32 * 1024 * 1024
 COPY_CHUNK = 8 * 1024 * 1024
+# The piece of a copy held in memory where sendfile() is not available.
+READ_CHUNK = 1024 * 1024
 # What a restore writes per backup API step. In rollback-journal mode its first step must
 # stay in the page cache (RESTORE_CACHE_KIB, twice as large): a page spilled to the file
 # before the safety copy is made would end up in that copy.
@@ -84,6 +86,7 @@ __all__ = [
     "LOCK_RETRY",
     "NEARLY_FULL",
     "POLL_INTERVAL",
+    "READ_CHUNK",
     "RESTORE_CACHE_KIB",
     "RESTORE_STEP_BYTES",
     "SIDECAR_SUFFIXES",
@@ -343,11 +346,43 @@ def _copy_bytes(source_fd: int, destination: Path) -> bool:
 def _send(source_fd: int, destination_fd: int, length: int) -> bool:
     offset = 0
     while offset < length:
-        sent = os.sendfile(destination_fd, source_fd, offset, min(length - offset, COPY_CHUNK))
+        sent = _send_chunk(source_fd, destination_fd, offset, min(length - offset, COPY_CHUNK))
         if sent == 0:
             return False  # the file shrank
         offset += sent
     return True
+
+
+# Where sendfile() cannot copy a file to a file (macOS wants a socket; some filesystems and
+# sandboxes refuse it), it says so with one of these, and the copy reads and writes instead.
+SENDFILE_REFUSALS = {
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+    errno.ENOTSOCK,
+}
+_sendfile_refused = False
+
+
+def _send_chunk(source_fd: int, destination_fd: int, offset: int, count: int) -> int:
+    """Copy up to ``count`` bytes of ``source_fd`` from ``offset`` (its own position is left
+    alone, as the snapshot's read transaction needs) to ``destination_fd``'s position."""
+    global _sendfile_refused
+    sendfile = getattr(os, "sendfile", None)
+    if sendfile is not None and not _sendfile_refused:
+        try:
+            return int(sendfile(destination_fd, source_fd, offset, count))
+        except OSError as exc:
+            if exc.errno not in SENDFILE_REFUSALS:
+                raise
+            _sendfile_refused = True
+            logger.info("sendfile() cannot copy files here (%s); reading and writing", exc)
+    data = os.pread(source_fd, min(count, READ_CHUNK), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(destination_fd, view) :]
+    return len(data)
 
 
 def _settle_copy(destination: Path, *, timeout: float) -> None:

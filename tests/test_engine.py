@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import sqlite3
 import subprocess
@@ -515,11 +517,11 @@ def test_a_wal_restarted_during_its_copy_is_not_replayed(
     wal_inode = wal.stat().st_ino
     # The first call copies the header and commit A; the writer strikes before the rest.
     monkeypatch.setattr(engine, "COPY_CHUNK", first_commit_ends)
-    real_sendfile = os.sendfile
+    real_send = engine._send_chunk
     struck: list[bool] = []
 
-    def sendfile(out_fd: int, in_fd: int, offset: int | None, count: int) -> int:
-        sent = real_sendfile(out_fd, in_fd, offset, count)
+    def send(in_fd: int, out_fd: int, offset: int, count: int) -> int:
+        sent = real_send(in_fd, out_fd, offset, count)
         if os.fstat(in_fd).st_ino == wal_inode and not struck:
             struck.append(True)
             subprocess.run(
@@ -528,7 +530,7 @@ def test_a_wal_restarted_during_its_copy_is_not_replayed(
             )
         return sent
 
-    monkeypatch.setattr(os, "sendfile", sendfile)
+    monkeypatch.setattr(engine, "_send_chunk", send)
     try:
         engine.copy_database(database, copy)
     finally:
@@ -606,3 +608,61 @@ def test_progress_ends_at_the_whole_even_for_a_copy_faster_than_a_look(
     engine.copy_database(source, tmp_path / "copy.db", progress=lambda d, e: reports.append((d, e)))
     assert len(reports) == 1
     assert reports[0][0] == reports[0][1] > 0
+
+
+# Where sendfile() cannot copy files (macOS, some filesystems) ------------------------
+
+
+@pytest.mark.parametrize("missing", ["absent", "refused"])
+@pytest.mark.parametrize("mode", ["wal", "delete"])
+def test_copy_without_sendfile_is_the_same_snapshot(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    missing: str,
+    mode: str,
+) -> None:
+    calls = []
+    if missing == "absent":
+        monkeypatch.delattr(os, "sendfile", raising=False)
+    else:
+
+        def refuse(*args: object) -> int:  # as macOS does: it copies to sockets only
+            calls.append(args)
+            raise OSError(errno.ENOTSOCK, "Socket operation on non-socket")
+
+        monkeypatch.setattr(os, "sendfile", refuse, raising=False)
+    monkeypatch.setattr(engine, "_sendfile_refused", False)
+    caplog.set_level(logging.INFO, "django_studio_backups")
+    database = tmp_path / "live.db"
+    fill_database(database, 3, journal_mode=mode)
+    process, stop = start_writer(database, mode)
+    try:
+        for attempt in range(3):
+            committed_before = count(database)
+            copy = tmp_path / f"copy{attempt}.db"
+            engine.copy_database(database, copy, timeout=10)
+            engine.check(copy, full=True)
+            in_copy = count(copy)
+            assert in_copy % 2 == 0
+            assert in_copy >= committed_before
+    finally:
+        stop.touch()
+        assert process.wait(timeout=30) == 0
+    if missing == "refused":
+        assert len(calls) == 1  # asked once, then not again
+        assert "sendfile() cannot copy files here" in caplog.text
+
+
+def test_a_sendfile_failure_that_is_not_a_refusal_fails_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "sendfile", broken, raising=False)
+    monkeypatch.setattr(engine, "_sendfile_refused", False)
+    database = tmp_path / "live.db"
+    fill_database(database, 1)
+    with pytest.raises(engine.EngineError, match="Input/output error"):
+        engine.copy_database(database, tmp_path / "copy.db", timeout=10)
