@@ -104,6 +104,24 @@ def _writable(directory: Path) -> bool:
 
 
 @checks.register()
+def check_file_locks(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    if services.can_lock_files():
+        return []
+    return [
+        checks.Warning(
+            "This Python has no file locks (no fcntl module, as on Windows): "
+            "django_studio_backups refuses every backup and restore, and migrate runs "
+            "without a backup first.",
+            hint="Back up on the server, under Linux or macOS; on a developer machine this "
+            "warning can be silenced with SILENCED_SYSTEM_CHECKS.",
+            id="studio_backups.W013",
+        )
+    ]
+
+
+@checks.register()
 def check_cron_job(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

@@ -199,7 +199,8 @@ class _Watcher(threading.Thread):
 def _fdatasync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fdatasync(fd)
+        # (macOS has no fdatasync; fsync flushes the data too.)
+        getattr(os, "fdatasync", os.fsync)(fd)
     finally:
         os.close(fd)
 

@@ -73,6 +73,11 @@ def back_up_before_migrate(
         return
     if not _worth_backing_up(using):
         return
+    if not services.can_lock_files():
+        # No backup can run safely here (check reports W013); migrate is never blocked.
+        if verbosity >= 1:
+            out.write("Migrating without a backup first: this Python can lock no file.\n")
+        return
     steps = [
         {"app": m.app_label, "name": m.name, "direction": "unapply" if backwards else "apply"}
         for m, backwards in plan

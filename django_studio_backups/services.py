@@ -23,7 +23,18 @@ from typing import Any
 from django.db import connections
 from django.utils import timezone
 
-from . import archive, backing_up, conf, engine, growth, notify, offsite, restoring, state
+from . import (
+    archive,
+    backing_up,
+    conf,
+    engine,
+    growth,
+    locking,
+    notify,
+    offsite,
+    restoring,
+    state,
+)
 
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
@@ -242,6 +253,11 @@ def in_wal_mode(*, using: str | None = None) -> bool | None:
         return engine.is_wal(engine.read_live_header(config.database_path))
     except (engine.NotADatabase, OSError):
         return None
+
+
+def can_lock_files() -> bool:
+    """Whether this Python can lock files (fcntl); without, backups are refused."""
+    return locking.LOCKS_AVAILABLE
 
 
 def has_wal_reset_bug() -> bool:

@@ -47,7 +47,8 @@ class StudioDB:
         connection.close()
 
     def clients(self, path: Path | None = None) -> list[str]:
-        connection = sqlite3.connect(path or self.path, timeout=5)
+        # A generous wait: tests read right after another process's lock, on a busy machine.
+        connection = sqlite3.connect(path or self.path, timeout=30)
         try:
             return [
                 row[0] for row in connection.execute("SELECT name FROM studio_client ORDER BY id")

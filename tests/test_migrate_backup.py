@@ -214,6 +214,21 @@ def test_skip_backup_lets_the_operator_go_on(migrating: StudioDB, full_backup_fo
     assert services.backups() == []
 
 
+@pytest.mark.parametrize("verbosity", [0, 1])
+def test_without_file_locks_migrate_runs_without_a_backup(
+    migrating: StudioDB, monkeypatch: pytest.MonkeyPatch, verbosity: int
+) -> None:
+    from django_studio_backups import locking
+
+    monkeypatch.setattr(locking, "LOCKS_AVAILABLE", False)  # as a Python without fcntl
+    output = migrate(verbosity=verbosity)
+
+    said = "Migrating without a backup first: this Python can lock no file."
+    assert (said in output) == (verbosity > 0)
+    assert SECOND in applied(migrating.path)
+    assert services.backups() == []
+
+
 def test_the_setting_turns_the_backup_off(
     migrating: StudioDB, full_backup_folder: Path, settings: SettingsWrapper
 ) -> None:
