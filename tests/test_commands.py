@@ -3,6 +3,9 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
+import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from django_studio_backups import engine, services
-from tests.conftest import StudioDB, fill_database, mounted_tmpfs, run_manage
+from tests.conftest import REPO, StudioDB, command_env, fill_database, mounted_tmpfs, run_manage
 
 
 class Terminal(io.StringIO):
@@ -89,6 +92,33 @@ def test_list_backups_table_and_json(studio_db: StudioDB) -> None:
     assert rows[0]["name"] == path.name
     assert rows[0]["path"] == str(path)
     assert rows[0]["size"] == path.stat().st_size
+    # ISO 8601, as scripts expect: 2026-12-01T09:30:42-07:00.
+    made = datetime.fromisoformat(rows[0]["created_at"])
+    assert rows[0]["created_at"] == made.isoformat()
+    assert "T" in rows[0]["created_at"]
+
+
+def test_list_backups_stops_quietly_when_the_reader_leaves(studio_db: StudioDB) -> None:
+    # Enough backups for more output than a pipe holds (manifests are all listing reads).
+    studio_db.backups.mkdir()
+    for n in range(3000):
+        name = f"backup_20260101_{n // 3600:02d}{n // 60 % 60:02d}{n % 60:02d}.db"
+        (studio_db.backups / name).write_bytes(b"")
+        (studio_db.backups / f"{name}.json").write_text('{"kind": "daily"}')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "django", "list_backups"],
+        env=command_env(studio_db),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("NAME")
+    process.stdout.close()  # as `head -1` does
+    errors = process.communicate(timeout=60)[1]
+    assert "Traceback" not in errors
+    assert "BrokenPipeError" not in errors
 
 
 def test_list_backups_shows_a_failed_attempt(studio_db: StudioDB, tmp_path: Path) -> None:
@@ -180,6 +210,7 @@ def test_restore_shows_progress_on_a_terminal(
 
 
 def test_verify_backups(studio_db: StudioDB) -> None:
+    assert call("verify_backups") == "No backups to verify.\n"
     good = services.create_backup_now()
     bad = services.create_backup_now()
     assert good is not None
@@ -190,10 +221,13 @@ def test_verify_backups(studio_db: StudioDB) -> None:
         f.write(b"\x00\x01\x02")
     result = run_manage(studio_db, "verify_backups")
     assert result.returncode == 1
-    assert f"BAD  {bad.name}: {bad.name} does not match the SHA-256" in result.stdout
+    # Each message once, without the name twice.
+    assert f"BAD  {bad.name} does not match the SHA-256" in result.stdout
     assert f"OK   {good.name}" in result.stdout
     assert "1 of 2 backups failed verification." in result.stderr
-    assert call("verify_backups", good.name) == f"OK   {good.name}\nAll 1 backups passed.\n"
+    assert call("verify_backups", good.name) == f"OK   {good.name}\nThe backup passed.\n"
+    with pytest.raises(CommandError, match="1 of 1 backup failed verification"):
+        call_command("verify_backups", bad.name, stdout=io.StringIO())
     with pytest.raises(CommandError, match="no backup called"):
         call_command("verify_backups", "backup_20000101_000000.db")
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import sys
 from collections.abc import Iterator
+from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError, CommandParser, OutputWrapper
@@ -12,6 +16,30 @@ from django.template.defaultfilters import filesizeformat
 
 from ..exceptions import RAISED, BackupError
 from ..services import Progress
+
+
+def as_json(value: object) -> str:
+    """JSON for scripts: times in ISO 8601 (``2026-12-01T09:30:42-07:00``), paths as text."""
+
+    def convert(item: object) -> str:
+        if isinstance(item, datetime):
+            return item.isoformat()
+        return str(item)
+
+    return json.dumps(value, indent=2, default=convert)
+
+
+@contextlib.contextmanager
+def quiet_when_the_reader_leaves() -> Iterator[None]:
+    """``list_backups | head``: once the reader has closed the pipe, stop without a
+    traceback, as command-line tools do."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would try to flush stdout again at exit, and fail the same way.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(1)
 
 
 def add_database_argument(parser: CommandParser) -> None:

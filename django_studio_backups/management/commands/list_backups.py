@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
 from ... import services
-from ..base import add_database_argument, command_errors, human_size
+from ..base import (
+    add_database_argument,
+    as_json,
+    command_errors,
+    human_size,
+    quiet_when_the_reader_leaves,
+)
 
 # "yes": passed integrity_check, the check a restore runs; "quick": quick_check only so far.
 VERIFIED = {"integrity_check": "yes", "quick_check": "quick"}
@@ -27,6 +32,10 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        with quiet_when_the_reader_leaves():
+            self._list(options)
+
+    def _list(self, options: dict[str, Any]) -> None:
         if options["offsite"]:
             self._list_offsite(options["database"], options["json"])
             return
@@ -34,7 +43,7 @@ class Command(BaseCommand):
             rows = services.list_backups(using=options["database"])
             failure = services.last_failure(using=options["database"])
         if options["json"]:
-            self.stdout.write(json.dumps(rows, indent=2, default=str))
+            self.stdout.write(as_json(rows))
             return
         if failure is not None:
             self.stderr.write(
@@ -53,11 +62,11 @@ class Command(BaseCommand):
                 f"{row['kind']:<11}  {VERIFIED.get(row['check'], 'no')}"
             )
 
-    def _list_offsite(self, using: str | None, as_json: bool) -> None:
+    def _list_offsite(self, using: str | None, json: bool) -> None:
         with command_errors():
             rows = [copy.as_dict() for copy in services.offsite_copies(using=using)]
-        if as_json:
-            self.stdout.write(json.dumps(rows, indent=2, default=str))
+        if json:
+            self.stdout.write(as_json(rows))
             return
         if not rows:
             self.stdout.write("No off-site copies yet.")

@@ -35,9 +35,21 @@ class Command(BaseCommand):
                 problems = services.verify(backup, full=options["full"], using=using)
                 if problems:
                     bad += 1
-                    self.stdout.write(f"BAD  {backup.name}: {'; '.join(problems)}")
+                    # (Each problem names the backup already.)
+                    self.stdout.write(f"BAD  {'; '.join(problems)}")
                 else:
                     self.stdout.write(f"OK   {backup.name}")
         if bad:
-            raise CommandError(f"{bad} of {len(targets)} backups failed verification.")
-        self.stdout.write(f"All {len(targets)} backups passed.")
+            raise CommandError(
+                f"{bad} of {len(targets)} {backups(len(targets))} failed verification."
+            )
+        if not targets:
+            self.stdout.write("No backups to verify.")
+        elif len(targets) == 1:
+            self.stdout.write("The backup passed.")
+        else:
+            self.stdout.write(f"All {len(targets)} backups passed.")
+
+
+def backups(count: int) -> str:
+    return "backup" if count == 1 else "backups"
