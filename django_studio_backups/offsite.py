@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -38,7 +38,18 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
 from django.utils import timezone
 
-from . import archive, background, codec, engine, locking, notify, retention, signals, state
+from . import (
+    archive,
+    background,
+    codec,
+    engine,
+    locking,
+    notify,
+    offsite_record,
+    retention,
+    signals,
+    state,
+)
 from .archive import BackupFile
 from .conf import Config, OffsiteConfig, get_config, get_offsite_config
 from .exceptions import OFFSITE as OFFSITE_PROBLEM
@@ -52,9 +63,6 @@ FORMAT = 1
 UPLOADED_AT = state.OFFSITE_UPLOADED_AT
 # A data object: a backup's name followed by the codec's suffixes.
 DATA_NAME = re.compile(f"^{archive.NAME}{codec.SUFFIXES}$")
-# A copy on its way for longer than this was cut short (its process stopped): the page says
-# so, and the next daily job or sync_offsite makes it.
-STALLED_AFTER = timedelta(hours=2)
 # Parts of a multipart S3 upload held in memory at once (see _limit_upload_buffers).
 UPLOAD_BUFFERS = 2
 MANIFEST_NAME = re.compile(f"^{archive.NAME}{re.escape(MANIFEST_SUFFIX)}$")
@@ -155,7 +163,7 @@ def copy_new_backup(backup: BackupFile, config: Config, *, in_background: bool =
         return False
     if offsite is None:
         return True
-    _note(config, pending=[backup.name])
+    offsite_record.note(config, pending=[backup.name])
     if in_background:
         background.start(
             f"copying {backup.name} off-site", _copy, config, offsite, backup, wait_at_exit=False
@@ -173,7 +181,7 @@ def _copy(config: Config, offsite: OffsiteConfig, backup: BackupFile) -> bool:
             # again would first delete that good copy), or retention deleted it.
             present = _complete(storage, files).get(backup.name)
             if present is not None and present.sha256 == backup.sha256:
-                _note(config, done=[backup.name])
+                offsite_record.note(config, done=[backup.name])
                 return True
             if not backup.path.exists():
                 logger.info("Not copying %s off-site: it was deleted meanwhile", backup.name)
@@ -214,7 +222,7 @@ def catch_up(config: Config, new: BackupFile | None = None) -> bool:
     if offsite is None:
         return True
     if new is None:
-        known = status(using=config.alias)
+        known = offsite_record.status(using=config.alias)
         if known.copied is not None and not known.pending and not known.failed:
             return True
     try:
@@ -233,7 +241,7 @@ def _sync(
     missing: list[str] = []
     if new is not None:
         missing = [new.name]
-        _note(config, pending=missing)
+        offsite_record.note(config, pending=missing)
     try:
         with _lock(config), _opened(offsite) as storage:
             files = _listing(storage)
@@ -248,7 +256,7 @@ def _sync(
                 key=archive.name_order,
             )
             # A copy found is neither on its way nor failed, whatever was recorded.
-            _note(config, pending=missing, done=list(present))
+            offsite_record.note(config, pending=missing, done=list(present))
             for name in missing:
                 try:
                     copy = _upload(config, offsite, storage, local[name], files)
@@ -257,7 +265,7 @@ def _sync(
                         logger.info("Not copying %s off-site: it was deleted meanwhile", name)
                         continue
                     failed[name] = str(exc)
-                    _note(config, failed={name: str(exc)})
+                    offsite_record.note(config, failed={name: str(exc)})
                 else:
                     uploaded.append(copy)
                     present[name] = copy
@@ -327,46 +335,6 @@ def last_failure(*, using: str | None = None) -> state.Failure | None:
         config.state_file,
         state.OFFSITE,
         lambda: state.read_datetime(config.state_file, UPLOADED_AT),
-    )
-
-
-@dataclass(frozen=True)
-class Status:
-    """What the last uploads and syncs recorded of the off-site copies (no network)."""
-
-    # None until an upload or sync has recorded what the storage holds.
-    copied: frozenset[str] | None
-    # Since when each copy has been on its way (None: unknown).
-    pending: dict[str, datetime | None]
-    failed: dict[str, str]
-
-    def of(self, name: str) -> str | None:
-        """ "pending", "stalled" (pending for longer than an upload takes: it was cut short),
-        "failed" or "copied" for the backup ``name``; None if it has no copy and none is on
-        its way (one older than off-site retention keeps)."""
-        if name in self.pending:
-            since = self.pending[name]
-            if since is not None and timezone.now() - since > STALLED_AFTER:
-                return "stalled"
-            return "pending"
-        if name in self.failed:
-            return "failed"
-        if self.copied is None:
-            return "unknown"
-        return "copied" if name in self.copied else None
-
-
-def status(*, using: str | None = None) -> Status:
-    config = get_config(using)
-    try:
-        data = state.read(config.state_file)
-    except state.UnreadableState as exc:
-        logger.warning("Ignoring the state file: %s", exc)
-        data = {}
-    return Status(
-        frozenset(_names(data[state.OFFSITE_COPIES])) if state.OFFSITE_COPIES in data else None,
-        {name: _time(since) for name, since in _mapping(data.get(state.OFFSITE_PENDING)).items()},
-        {str(k): str(v) for k, v in _mapping(data.get(state.OFFSITE_FAILED_COPIES)).items()},
     )
 
 
@@ -544,7 +512,7 @@ def _upload(
         raise
     # A success ends the failure, as it does for backups (times are kept to the second).
     state.update(config.state_file, remove=state.OFFSITE.keys, **{UPLOADED_AT: uploaded_at})
-    _note(config, done=[backup.name], added=[backup.name])
+    offsite_record.note(config, done=[backup.name], added=[backup.name])
     files.update({object_name, manifest_name})
     logger.info(
         "Copied %s to %r as %s (%d bytes)",
@@ -643,7 +611,7 @@ def _prune(config: Config, offsite: OffsiteConfig, storage: Storage, keep: set[s
     if leftovers:
         _delete(storage, leftovers)
         logger.info("Deleted leftovers of interrupted off-site uploads: %s", ", ".join(leftovers))
-    _note(config, copies=complete - set(deleted))
+    offsite_record.note(config, copies=complete - set(deleted))
     return deleted + sorted(leftovers)
 
 
@@ -722,67 +690,15 @@ def _record_failure(
     logger.error("%s", reason, extra=RAISED if raised else None)
     now = timezone.now().astimezone(config.time_zone)
     state.record_failure(config.state_file, state.OFFSITE, reason, now, OFFSITE_PROBLEM)
-    _note(config, failed=dict.fromkeys(names, reason))
+    offsite_record.note(config, failed=dict.fromkeys(names, reason))
     signals.send(signals.backup_failed, kind="offsite", reason=reason, using=config.alias)
     notify.failure("offsite", reason, database=config.database_path)
 
 
-def _note(
-    config: Config,
-    *,
-    copies: Iterable[str] | None = None,
-    added: Iterable[str] = (),
-    pending: Iterable[str] = (),
-    done: Iterable[str] = (),
-    failed: dict[str, str] | None = None,
-) -> None:
-    """Record, for the admin, what is known of the copies (see ``status``)."""
-    failed = failed or {}
-    pending, done = list(pending), list(done)
-    since = state.isoformat(timezone.now().astimezone(config.time_zone))
-
-    def change(data: dict[str, Any]) -> None:
-        waiting = _mapping(data.get(state.OFFSITE_PENDING))
-        failures = _mapping(data.get(state.OFFSITE_FAILED_COPIES))
-        waiting.update(dict.fromkeys(pending, since))
-        for name in [*done, *failed]:
-            waiting.pop(name, None)
-        for name in [*done, *pending]:
-            failures.pop(name, None)
-        failures.update(failed)
-        if copies is not None:
-            data[state.OFFSITE_COPIES] = sorted(copies, key=archive.name_order)
-        elif added and state.OFFSITE_COPIES in data:
-            known = {*_names(data[state.OFFSITE_COPIES]), *added}
-            data[state.OFFSITE_COPIES] = sorted(known, key=archive.name_order)
-        # Only backups that still exist here need a word on the page.
-        local = {b.name for b in archive.list_backup_files(config.directory, config.time_zone)}
-        data[state.OFFSITE_PENDING] = {k: v for k, v in waiting.items() if k in local}
-        data[state.OFFSITE_FAILED_COPIES] = {k: v for k, v in failures.items() if k in local}
-
-    state.change(config.state_file, change)
-
-
 def _not_copied(config: Config, offsite: OffsiteConfig) -> list[str]:
     """The newest local backups that retention keeps off-site and no upload recorded."""
-    copied = status(using=config.alias).copied
+    copied = offsite_record.status(using=config.alias).copied
     if copied is None:
         return []  # nothing is known of the storage: no copy is known to be missing
     local = archive.list_backup_files(config.directory, config.time_zone)
     return [n for n in _wanted(config, offsite, local, ()) if n not in copied]
-
-
-def _time(value: object) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
-
-
-def _names(value: object) -> list[str]:
-    return [str(name) for name in value] if isinstance(value, list | dict) else []
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}

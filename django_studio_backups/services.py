@@ -32,8 +32,10 @@ from . import (
     locking,
     notify,
     offsite,
+    offsite_record,
     restoring,
     state,
+    verifying,
 )
 
 # BackupFile is part of this module's API: faces take the type from here.
@@ -115,7 +117,7 @@ Failure = state.Failure
 
 RestoreReport = restoring.RestoreReport
 # What was recorded of each backup's off-site copy (see offsite_status()).
-OffsiteStatus = offsite.Status
+OffsiteStatus = offsite_record.Status
 # (bytes done, bytes expected), as a backup or restore goes.
 Progress = engine.Progress
 # What to do about an unusual growth (see growth_warning()).
@@ -182,7 +184,7 @@ def backup_if_needed(
             made_today = last is not None and last.astimezone(config.time_zone).date() == today
             if made_today:
                 logger.info("A backup of %s already exists for %s", config.database_path, today)
-            if not made_today or not backing_up.check_newest_in_full(config):
+            if not made_today or not verifying.check_newest_in_full(config):
                 backup = backing_up.back_up(config, "daily", progress)
     except BackupFailed as exc:
         backing_up.record_failure(config, "daily", str(exc), exc.problem, raised=True)
@@ -192,7 +194,7 @@ def backup_if_needed(
     copied = True
     if backup is not None or daily_job:
         copied = offsite.catch_up(config, backup)
-    intact = not daily_job or backing_up.reverify_oldest(config, REVERIFY_EACH_DAY, backup)
+    intact = not daily_job or verifying.reverify_oldest(config, REVERIFY_EACH_DAY, backup)
     damaged = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
     if daily_job and copied and intact and not damaged:
         # The day has a backup that passed its checks, and its off-site copies are made.
@@ -362,7 +364,7 @@ def offsite_names(*, using: str | None = None) -> set[str]:
 def offsite_status(*, using: str | None = None) -> OffsiteStatus:
     """What the last uploads and syncs recorded of each backup's copy, read from the state
     file without asking the storage: for pages that must not wait on the network."""
-    return offsite.status(using=using)
+    return offsite_record.status(using=using)
 
 
 def offsite_failure(*, using: str | None = None) -> Failure | None:
@@ -390,7 +392,7 @@ def verify(
     config = get_config(using)
     if not isinstance(backup, BackupFile):
         backup = backing_up.find(config, backup)
-    return backing_up.verify(config, backup, full)[0]
+    return verifying.verify(config, backup, full)[0]
 
 
 def delete_backup(name_or_path: Path | str, *, using: str | None = None) -> BackupFile:

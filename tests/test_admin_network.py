@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import background, offsite, services, state
+from django_studio_backups import background, offsite_record, services, state
 
 from .conftest import StudioDB
 from .notify_servers import silent_server
@@ -109,7 +109,7 @@ def test_a_copy_cut_short_shows_as_stalled(
     data[state.OFFSITE_PENDING] = {backup.name: state.isoformat(timezone.now())}
     studio_db.state_file.write_text(json.dumps(data))
     assert services.offsite_status().of(backup.name) == "pending"
-    with time_machine.travel(timezone.now() + offsite.STALLED_AFTER + timedelta(minutes=1)):
+    with time_machine.travel(timezone.now() + offsite_record.STALLED_AFTER + timedelta(minutes=1)):
         page = admin_client.get(reverse(CHANGELIST)).content.decode()
     assert offsite_cells(page) == {backup.name: "alert"}
     assert "Not copied yet: the next daily backup copies it" in page

@@ -370,24 +370,24 @@ def test_a_manifest_that_cannot_be_written_is_reported(studio_db: StudioDB) -> N
 def test_the_checks_again_wait_for_no_one(
     studio_db: StudioDB, settings: SettingsWrapper, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from django_studio_backups import backing_up, conf, locking
+    from django_studio_backups import conf, locking, verifying
 
     services.backup_now()
     limits(settings, LOCK_TIMEOUT=0.1)
     with locking.exclusive(studio_db.backups / locking.LOCK_NAME, 1):
-        assert backing_up.reverify_oldest(conf.get_config(), 2, None) is True
+        assert verifying.reverify_oldest(conf.get_config(), 2, None) is True
     assert "Did not check old backups again" in caplog.text
 
 
 def test_a_backup_never_checked_is_checked_again_first(studio_db: StudioDB) -> None:
-    from django_studio_backups import backing_up, conf
+    from django_studio_backups import conf, verifying
 
     checked, unchecked = services.backup_if_needed(), services.backup_now()
     assert checked is not None
     manifest = json.loads(unchecked.manifest_path.read_text())
     del manifest["verification"]
     unchecked.manifest_path.write_text(json.dumps(manifest))
-    assert backing_up.reverify_oldest(conf.get_config(), 1, None) is True
+    assert verifying.reverify_oldest(conf.get_config(), 1, None) is True
     assert services.find_backup(unchecked.name).verified
 
 
