@@ -11,7 +11,7 @@ SIZE ?= 1G
 export SE_OFFLINE := true
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help system-packages venv lint typecheck test demo bench bench-deps matrix clean
+.PHONY: help system-packages venv lint typecheck package-check test demo bench bench-deps matrix clean
 
 help:
 	@echo "make demo   set up and run the example studio project on http://127.0.0.1:8000/admin/"
@@ -48,7 +48,15 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy django_studio_backups tests
 
-test: system-packages venv bench-deps lint typecheck
+# The wheel and sdist as PyPI would get them: metadata that renders, a wheel without
+# misplaced or duplicate files.
+package-check: venv
+	rm -rf build/package-check
+	$(BIN)/python -m build --no-isolation --outdir build/package-check . >/dev/null
+	$(BIN)/twine check --strict build/package-check/*
+	$(BIN)/check-wheel-contents build/package-check/*.whl
+
+test: system-packages venv bench-deps lint typecheck package-check
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest
 	$(BIN)/coverage combine -q

@@ -28,6 +28,7 @@ MANIFEST_SUFFIX = ".json"
 TEMP_PREFIX = ".tmp-"
 PRIVATE_FILE = 0o600
 PRIVATE_DIRECTORY = 0o700
+GITIGNORE = ".gitignore"
 
 # "damaged": what was live when a restored database failed its check, kept before the
 # data from before the restore was put back.
@@ -225,7 +226,17 @@ def manifest_path_for(path: Path) -> Path:
 
 
 def ensure_directory(directory: Path) -> None:
-    directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True, exist_ok=True)
+    """Make the backup folder if need be; one made here gets a ``.gitignore`` that keeps it,
+    and the copies of the database in it, out of the project's git repository."""
+    if directory.is_dir():
+        return
+    try:
+        directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True)
+    except FileExistsError:
+        if directory.is_dir():
+            return  # another process made it just now, and writes the .gitignore
+        raise
+    (directory / GITIGNORE).write_text("*\n")
 
 
 @contextlib.contextmanager

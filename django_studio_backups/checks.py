@@ -169,8 +169,10 @@ def check_installed_job(
 def check_last_backup(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:
+    if not _schedule_meant_to_run():
+        return []
     try:
-        last = services.last_backup_at()
+        last = services.last_regular_backup_at()
         failure = services.last_failure()
     except (ImproperlyConfigured, OSError):
         # check_settings reports why the settings or the backup folder cannot be used.
@@ -183,18 +185,30 @@ def check_last_backup(
         # is worth a warning then.
         if failure is None:
             return []
-        return [checks.Warning("No backup has been made yet.", hint=hint, id="studio_backups.W022")]
+        return [
+            checks.Warning(
+                "No scheduled or manual backup has been made yet.",
+                hint=hint,
+                id="studio_backups.W022",
+            )
+        ]
     age = timezone.now() - last
     if age <= DAILY_JOB_STOPPED_AFTER:
         return []
     return [
         checks.Warning(
-            f"The last successful backup is {age.days} days old "
-            f"(made {services.get_last_backup_display()}).",
+            f"The last scheduled or manual backup is {age.days} days old "
+            f"(made {services.display_time(last)}).",
             hint=hint,
             id="studio_backups.W021",
         )
     ]
+
+
+def _schedule_meant_to_run() -> bool:
+    # A developer's machine (DEBUG on, no backup job) makes backups only before migrations:
+    # no schedule there has stopped.
+    return cron.is_scheduled() or not settings.DEBUG
 
 
 @checks.register()
@@ -211,7 +225,7 @@ def check_growth(
     return [checks.Warning(message, hint=services.GROWTH_HINT, id="studio_backups.W030")]
 
 
-@checks.register()
+@checks.register(checks.Tags.database, deploy=True)
 def check_journal_mode(
     app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
 ) -> list[checks.CheckMessage]:

@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.utils.module_loading import import_string
 
 DEFAULTS: dict[str, Any] = {
     "DATABASE": "default",
@@ -68,6 +69,7 @@ OFFSITE_BAD_RECIPIENTS = "studio_backups.E043"
 OFFSITE_BAD_MAX_BACKUPS = "studio_backups.E044"
 OFFSITE_MISSING_PACKAGES = "studio_backups.E045"
 OFFSITE_BAD_KEEP = "studio_backups.E046"
+OFFSITE_STORAGE_UNUSABLE = "studio_backups.E047"
 
 # The periods KEEP may name, and how each groups a backup's time (in the studio's zone).
 PERIODS = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
@@ -436,6 +438,8 @@ def offsite_problems() -> list[Problem]:
                 "Add a storage for the copies to STORAGES and name its alias here.",
             )
         )
+    else:
+        found.extend(_storage_problems(storage))
     from . import codec
 
     compression = options["COMPRESS"]
@@ -474,6 +478,35 @@ def offsite_problems() -> list[Problem]:
                 )
             )
     return found
+
+
+# The extra that installs the client library of django-storages' backends.
+STORAGE_EXTRAS = {
+    "storages.backends.s3.S3Storage": "s3",
+    "storages.backends.s3boto3.S3Boto3Storage": "s3",
+    "storages.backends.sftpstorage.SFTPStorage": "sftp",
+}
+
+
+def _storage_problems(alias: str) -> list[Problem]:
+    # The storage's class is loaded as the first upload would load it: a backend whose
+    # client library is missing (boto3, paramiko) is found now, not at that upload.
+    backend = settings.STORAGES[alias].get("BACKEND")
+    try:
+        import_string(str(backend))
+    except (ImportError, ImproperlyConfigured) as exc:
+        extra = STORAGE_EXTRAS.get(str(backend))
+        return [
+            Problem(
+                OFFSITE_STORAGE_UNUSABLE,
+                f"The storage {alias!r} for off-site copies cannot be loaded: its BACKEND "
+                f"{backend!r} fails with {type(exc).__name__}: {exc}",
+                f"Install django-studio-backups[{extra}]."
+                if extra
+                else "Install the package that provides it, or fix the BACKEND path.",
+            )
+        ]
+    return []
 
 
 def get_offsite_config(using: str | None = None) -> OffsiteConfig | None:

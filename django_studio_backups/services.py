@@ -34,6 +34,7 @@ from . import (
     offsite,
     offsite_record,
     restoring,
+    retention,
     state,
     verifying,
 )
@@ -41,7 +42,7 @@ from . import (
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
 from .conf import get_config, get_offsite_config
-from .exceptions import BackupError, BackupFailed, DeleteFailed
+from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -213,6 +214,15 @@ def find_backup(name_or_path: Path | str, *, using: str | None = None) -> Backup
     return backing_up.find(get_config(using), name_or_path)
 
 
+def latest_backup(*, using: str | None = None) -> BackupFile:
+    """The newest backup to restore: one with a manifest that has not failed a check, and
+    not a copy of a damaged database; ``BackupNotFound`` when there is none."""
+    for backup in backups(using=using):
+        if backup.sound and backup.kind != "damaged":
+            return backup
+    raise BackupNotFound("There is no backup to restore yet.")
+
+
 def growth_warning(*, using: str | None = None) -> str | None:
     """Why the newest backup's size is unusual, or None while it is not (see ``growth``)."""
     config = get_config(using)
@@ -224,6 +234,20 @@ def growth_warning(*, using: str | None = None) -> str | None:
 
 def last_backup_at(*, using: str | None = None) -> datetime | None:
     return backing_up.last_backup_at(get_config(using))
+
+
+def last_regular_backup_at(*, using: str | None = None) -> datetime | None:
+    """When the newest daily or manual backup (or one put back from off-site) was made: what
+    a schedule makes. Pre-migrate and safety backups do not count."""
+    config = get_config(using)
+    return next(
+        (
+            b.created_at
+            for b in archive.list_backup_files(config.directory, config.time_zone)
+            if b.kind in retention.REGULAR
+        ),
+        None,
+    )
 
 
 def last_failure(*, using: str | None = None) -> Failure | None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import re
 import subprocess
 import sys
 from datetime import datetime
@@ -11,8 +13,10 @@ from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.core.management.base import OutputWrapper
 
 from django_studio_backups import engine, services
+from django_studio_backups.management.base import progress_line
 from tests.conftest import REPO, StudioDB, command_env, fill_database, mounted_tmpfs, run_manage
 
 
@@ -62,12 +66,24 @@ def test_progress_is_drawn_on_a_terminal(
 ) -> None:
     fill_database(studio_db.path, 32)
     monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
-    out = Terminal()
-    call_command("backup_now", stdout=out)
-    text = out.getvalue()
+    # The project logs to the terminal the progress is drawn on.
+    terminal = Terminal()
+    handler = logging.StreamHandler(terminal)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("django_studio_backups")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    try:
+        call_command("backup_now", stdout=terminal)
+    finally:
+        logger.removeHandler(handler)
+    text = terminal.getvalue()
     assert "%" in text
-    assert "\r" in text
+    assert "INFO Backed up" in text
     assert text.rstrip().endswith(".db")
+    # Nothing follows a percentage on its line: the line is cleared before a log line
+    # (100%2026-12-01 09:37:12,832 INFO … was the bug).
+    assert re.search(r"\d%[^\r]", text) is None, text
 
 
 def test_backup_if_needed_once_a_day(studio_db: StudioDB) -> None:
@@ -243,15 +259,85 @@ def test_restore_backup_onto_a_lost_database(studio_db: StudioDB) -> None:
 
 
 def test_progress_is_redrawn_only_when_the_percentage_changes() -> None:
-    from django.core.management.base import OutputWrapper
-
-    from django_studio_backups.management.base import terminal_progress
-
     out = Terminal()
-    show = terminal_progress(OutputWrapper(out))
-    assert show is not None
-    for done in (0, 1, 2, 50, 100):
-        show(done, 200)
-    show(0, 0)
-    assert out.getvalue() == "\r  0%\r  1%\r 25%\r 50%\r100%"
-    assert terminal_progress(OutputWrapper(io.StringIO())) is None
+    with progress_line(OutputWrapper(out), 1) as show:
+        assert show is not None
+        for done in (0, 1, 2, 50, 100):
+            show(done, 200)
+        show(0, 0)
+        assert out.getvalue() == "\r  0%\r  1%\r 25%\r 50%\r100%"
+    # Cleared at the end, so that what follows starts a line of its own.
+    assert out.getvalue().endswith("\r100%\r     \r")
+    with progress_line(OutputWrapper(io.StringIO()), 1) as show:
+        assert show is None
+    with progress_line(OutputWrapper(Terminal()), 0) as show:
+        assert show is None
+
+
+def test_v0_prints_nothing_but_problems(studio_db: StudioDB) -> None:
+    assert call("backup_now", verbosity=0) == ""
+    assert call("backup_if_needed", verbosity=0) == ""
+    assert call("verify_backups", verbosity=0) == ""
+    assert call("restore_backup", "--latest", "--no-input", verbosity=0) == ""
+    [damaged, *_] = services.backups()
+    damaged.path.write_bytes(b"x" * damaged.size)
+    out = io.StringIO()
+    with pytest.raises(CommandError, match="1 of 2 backups failed verification"):
+        call_command("verify_backups", verbosity=0, stdout=out)
+    [line] = out.getvalue().splitlines()
+    assert line.startswith(f"BAD  {damaged.name} does not match the SHA-256 in its manifest")
+
+
+def test_v2_shows_what_the_app_logs(studio_db: StudioDB) -> None:
+    quiet = run_manage(studio_db, "backup_now")
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ""
+    chatty = run_manage(studio_db, "backup_now", "-v2")
+    assert chatty.returncode == 0, chatty.stderr
+    assert f"Backed up {studio_db.path} to {chatty.stdout.strip()}" in chatty.stderr
+
+
+def test_verify_backups_json(studio_db: StudioDB) -> None:
+    assert json.loads(call("verify_backups", "--json")) == []
+    good = services.backup_now()
+    bad = services.backup_now()
+    with open(bad.path, "r+b") as f:
+        f.seek(5000)
+        f.write(b"\x00\x01\x02")
+    result = run_manage(studio_db, "verify_backups", "--json", "--full")
+    assert result.returncode == 1
+    assert json.loads(result.stdout) == [
+        {
+            "name": bad.name,
+            "check": "integrity_check",
+            "problems": [f"{bad.name} does not match the SHA-256 in its manifest"],
+            "passed": False,
+        },
+        {"name": good.name, "check": "integrity_check", "problems": [], "passed": True},
+    ]
+    assert result.stderr.strip() == "CommandError: 1 of 2 backups failed verification."
+
+
+def test_restore_backup_latest(studio_db: StudioDB) -> None:
+    with pytest.raises(CommandError, match="There is no backup to restore yet"):
+        call_command("restore_backup", "--latest", "--no-input")
+    older = services.backup_now()
+    studio_db.add_clients("Carla")
+    newest = services.backup_now()
+    studio_db.add_clients("Dora")
+    out = call("restore_backup", "--latest", "--no-input")
+    assert out.splitlines()[:2] == [
+        f"The latest backup is {newest.name}.",
+        f"Restored {newest.name}.",
+    ]
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
+    # A backup that failed its check is passed over.
+    assert services.verify(older, full=True) == []
+    safety = services.backups()[0]
+    assert safety.kind == "safety"
+    safety.path.write_bytes(b"x" * safety.size)
+    assert services.verify(safety) != []
+    assert services.latest_backup() == services.find_backup(newest.name)
+    for both in (["restore_backup", newest.name, "--latest"], ["restore_backup"]):
+        with pytest.raises(CommandError, match="Name the backup to restore, or pass --latest"):
+            call_command(*both, "--no-input")

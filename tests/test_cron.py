@@ -634,7 +634,7 @@ def test_a_stale_backup_warns(studio_db: StudioDB) -> None:
     with time_machine.travel(timedelta(days=3, hours=1)):
         [(id, message, hint)] = backup_warnings()
     assert id == "studio_backups.W021"
-    assert message == f"The last successful backup is 3 days old (made {made})."
+    assert message == f"The last scheduled or manual backup is 3 days old (made {made})."
     assert hint is not None
     assert "Check that the daily job runs" in hint
 
@@ -656,7 +656,7 @@ def test_no_backup_ever_and_a_failure_warns(studio_db: StudioDB) -> None:
     cron.daily_backup()
     [(id, message, hint)] = backup_warnings()
     assert id == "studio_backups.W022"
-    assert message == "No backup has been made yet."
+    assert message == "No scheduled or manual backup has been made yet."
     assert hint is not None
     assert "not a SQLite database" in hint
 

@@ -24,7 +24,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import archive, background, codec, conf, offsite, services, state
 from django_studio_backups.exceptions import OffsiteFailed
 
-from .conftest import StudioDB
+from .conftest import StudioDB, run_manage
 from .offsite_helpers import AgeKey, SlowStorage, age_decrypt, folder_storage, use_offsite
 
 
@@ -134,6 +134,22 @@ def test_restore_from_off_site_after_the_local_backups_are_lost(
     safety = next(b for b in services.backups() if b.kind == "safety")
     assert offsite.names() == {backup.name, safety.name}
     assert studio_db.clients(safety.path) == ["Ana", "Beto", "Carla"]
+
+
+def test_restore_the_latest_off_site_copy(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    identity = ("--identity", str(age_key.path))
+    with pytest.raises(CommandError, match="There is no off-site copy to restore yet"):
+        call_command("restore_backup", "--offsite", "--latest", *identity, "--noinput")
+    services.backup_now()
+    studio_db.add_clients("Carla")
+    newest = services.backup_now()
+    studio_db.add_clients("Dora")
+    shutil.rmtree(studio_db.backups)
+    out = command("restore_backup", "--offsite", "--latest", *identity, "--noinput")
+    assert out.splitlines()[0] == f"The latest backup is {newest.name}."
+    assert studio_db.clients() == ["Ana", "Beto", "Carla"]
 
 
 def test_restore_offsite_service(studio_db: StudioDB, drive: Path, age_key: AgeKey) -> None:
@@ -437,6 +453,14 @@ def test_storage_that_renames_is_refused(
 
 def test_a_storage_that_cannot_be_opened(studio_db: StudioDB, settings: SettingsWrapper) -> None:
     use_offsite(settings, "broken", {"BACKEND": "tests.no_such_module.Storage"})
+    with pytest.raises(CommandError, match="The storage 'broken' for off-site copies cannot be"):
+        command("list_backups", "--offsite")
+    # A backend that loads, but whose construction fails.
+    use_offsite(
+        settings,
+        "broken",
+        {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"bucket": "x"}},
+    )
     with pytest.raises(CommandError, match="Cannot open the storage 'broken'"):
         command("list_backups", "--offsite")
 
@@ -724,3 +748,55 @@ def test_a_copy_uploaded_without_a_check_record_downloads_as_unchecked(
     fetched = services.download_offsite(backup.name)
     assert fetched.sha256 == backup.sha256
     assert fetched.check is None
+
+
+@pytest.mark.parametrize(
+    ("backend", "library", "hint"),
+    [
+        ("storages.backends.s3.S3Storage", "boto3", "Install django-studio-backups[s3]."),
+        (
+            "storages.backends.sftpstorage.SFTPStorage",
+            "paramiko",
+            "Install django-studio-backups[sftp].",
+        ),
+    ],
+)
+def test_a_storage_without_its_client_library_is_a_system_check(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    monkeypatch: pytest.MonkeyPatch,
+    backend: str,
+    library: str,
+    hint: str,
+) -> None:
+    use_offsite(settings, "remote", {"BACKEND": backend, "OPTIONS": {}}, COMPRESS=None)
+    assert conf.offsite_problems() == []
+    # As in a project that installed only [offsite]: the backend's module fails to import.
+    monkeypatch.setitem(sys.modules, library, None)
+    monkeypatch.delitem(sys.modules, backend.rsplit(".", 1)[0], raising=False)
+    [problem] = conf.offsite_problems()
+    assert problem.id == "studio_backups.E047"
+    assert problem.message.startswith(
+        f"The storage 'remote' for off-site copies cannot be loaded: its BACKEND {backend!r} fails"
+    )
+    assert problem.hint == hint
+    # The local backup is made, and the off-site failure recorded and reported.
+    result = run_manage(
+        studio_db,
+        "backup_now",
+        env={"STUDIO_TEST_STORAGES": json.dumps({"remote": {"BACKEND": "no.such.Storage"}})},
+        OFFSITE={"STORAGE": "remote", "COMPRESS": None},
+    )
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()).exists()
+    assert "cannot be loaded" in result.stderr
+    assert "cannot be loaded" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
+    checked = run_manage(
+        studio_db,
+        "check",
+        env={"STUDIO_TEST_STORAGES": json.dumps({"remote": {"BACKEND": "no.such.Storage"}})},
+        OFFSITE={"STORAGE": "remote", "COMPRESS": None},
+    )
+    assert checked.returncode == 1
+    assert "studio_backups.E047" in checked.stderr
+    assert "Install the package that provides it, or fix the BACKEND path." in checked.stderr

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
 from django.core.exceptions import ImproperlyConfigured
@@ -56,51 +56,79 @@ class _NotRaised(logging.Filter):
 
 
 @contextlib.contextmanager
-def failures_printed_once() -> Iterator[None]:
+def failures_printed_once(verbosity: int = 1) -> Iterator[None]:
     """A command reports its failure itself, as a CommandError. Where the project has set up
     no logging, Python's last-resort handler would print that failure's log line too; this
-    handler prints, as it would, every warning and error but those."""
+    handler prints, as it would, every warning and error but those (and, with ``-v2``, what
+    the app logs as it works)."""
     logger = logging.getLogger("django_studio_backups")
     stderr = logging.StreamHandler()
-    stderr.setLevel(logging.WARNING)
+    stderr.setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
     stderr.addFilter(_NotRaised())
+    level = logger.level
     if not logger.hasHandlers():
         logger.addHandler(stderr)
+        if verbosity >= 2 and logger.getEffectiveLevel() > logging.INFO:
+            logger.setLevel(logging.INFO)
     try:
         yield
     finally:
         logger.removeHandler(stderr)
+        logger.setLevel(level)
 
 
 @contextlib.contextmanager
-def command_errors() -> Iterator[None]:
+def command_errors(verbosity: int = 1) -> Iterator[None]:
     """Service failures as one-line CommandErrors, printed once (``failures_printed_once``)."""
-    with failures_printed_once():
+    with failures_printed_once(verbosity):
         try:
             yield
         except (BackupError, ImproperlyConfigured) as exc:
             raise CommandError(str(exc)) from exc
 
 
-def terminal_progress(out: OutputWrapper) -> Progress | None:
-    """A progress callback that draws a percentage on a terminal; None when not a TTY."""
-    if not out.isatty():
-        return None
-    last = [-1]
+class _ClearTheLineFirst(logging.Filter):
+    def __init__(self, clear: Callable[[], None]) -> None:
+        super().__init__()
+        self.clear = clear
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.clear()
+        return True
+
+
+@contextlib.contextmanager
+def progress_line(out: OutputWrapper, verbosity: int) -> Iterator[Progress | None]:
+    """A percentage drawn on a terminal while a copy runs: the progress callback, or None
+    when ``out`` is not a terminal or with ``-v0``. The line is cleared before anything the
+    app logs (which goes to the same terminal) and when the block ends, so no other output
+    runs into it."""
+    if verbosity < 1 or not out.isatty():
+        yield None
+        return
+    shown = [-1]  # the percentage on the line; -1 while the line is clear
 
     def show(done: int, total: int) -> None:
         percent = 100 * done // total if total else 100
-        if percent != last[0]:
-            last[0] = percent
+        if percent != shown[0]:
+            shown[0] = percent
             out.write(f"\r{percent:3d}%", ending="")
             out.flush()
 
-    return show
+    def clear() -> None:
+        if shown[0] != -1:
+            shown[0] = -1
+            out.write("\r     \r", ending="")
+            out.flush()
 
-
-def end_progress(out: OutputWrapper) -> None:
-    if out.isatty():
-        out.write("\r     \r", ending="")
+    logger = logging.getLogger("django_studio_backups")
+    first = _ClearTheLineFirst(clear)
+    logger.addFilter(first)
+    try:
+        yield show
+    finally:
+        logger.removeFilter(first)
+        clear()
 
 
 def human_size(size: int) -> str:

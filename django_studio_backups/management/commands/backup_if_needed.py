@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ... import services
-from ..base import add_database_argument, command_errors, end_progress, terminal_progress
+from ..base import add_database_argument, command_errors, progress_line
 
 
 class Command(BaseCommand):
@@ -18,11 +18,12 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
-        with command_errors():
-            backup = services.backup_if_needed(
-                using=using, progress=terminal_progress(self.stdout), daily_job=True
-            )
-            end_progress(self.stdout)
+        verbosity = options["verbosity"]
+        with command_errors(verbosity):
+            with progress_line(self.stdout, verbosity) as progress:
+                backup = services.backup_if_needed(using=using, progress=progress, daily_job=True)
+            if verbosity < 1:
+                return
             if backup is None:
                 last = services.get_last_backup_display(using=using)
                 self.stdout.write(f"Today's backup already exists (last backup: {last}).")

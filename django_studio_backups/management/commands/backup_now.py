@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from ... import services
-from ..base import add_database_argument, command_errors, end_progress, terminal_progress
+from ..base import add_database_argument, command_errors, progress_line
 
 
 class Command(BaseCommand):
@@ -17,9 +17,8 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with command_errors():
-            backup = services.backup_now(
-                using=options["database"], progress=terminal_progress(self.stdout)
-            )
-        end_progress(self.stdout)
-        self.stdout.write(str(backup.path))
+        verbosity = options["verbosity"]
+        with command_errors(verbosity), progress_line(self.stdout, verbosity) as progress:
+            backup = services.backup_now(using=options["database"], progress=progress)
+        if verbosity >= 1:
+            self.stdout.write(str(backup.path))

@@ -7,13 +7,7 @@ from django.utils.text import capfirst
 from django.utils.timesince import timesince
 
 from ... import services
-from ..base import (
-    add_database_argument,
-    command_errors,
-    end_progress,
-    human_size,
-    terminal_progress,
-)
+from ..base import add_database_argument, command_errors, human_size, progress_line
 
 
 class Command(BaseCommand):
@@ -26,7 +20,16 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         add_database_argument(parser)
-        parser.add_argument("backup", help="A backup's name, or its path in the backup folder.")
+        parser.add_argument(
+            "backup",
+            nargs="?",
+            help="A backup's name, or its path in the backup folder (or --latest).",
+        )
+        parser.add_argument(
+            "--latest",
+            action="store_true",
+            help="Restore the newest backup (with --offsite, the newest off-site copy).",
+        )
         parser.add_argument(
             "--noinput",
             "--no-input",
@@ -47,47 +50,67 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
+        verbosity = options["verbosity"]
         if options["identity"] and not options["offsite"]:
             raise CommandError("--identity is for off-site copies; add --offsite.")
-        with command_errors():
-            name = options["backup"]
+        if bool(options["backup"]) == options["latest"]:
+            raise CommandError("Name the backup to restore, or pass --latest (not both).")
+        with command_errors(verbosity):
+            name = options["backup"] or self._latest(using, options["offsite"], verbosity)
             if options["offsite"]:
                 name = services.download_offsite(
                     name, identity=options["identity"], using=using
                 ).name
-                self.stdout.write(
-                    f"Fetched the off-site copy as {name}, checked against its manifest."
-                )
+                if verbosity >= 1:
+                    self.stdout.write(
+                        f"Fetched the off-site copy as {name}, checked against its manifest."
+                    )
             backup = services.find_backup(name, using=using)
-            missing, unknown = services.migration_difference(backup)
-            if missing:
-                self.stderr.write(
-                    "Warning: the backup predates these migrations; run migrate after the "
-                    "restore: " + ", ".join(f"{app}.{name}" for app, name in missing),
-                    style_func=self.style.WARNING,
-                )
-            if unknown:
-                self.stderr.write(
-                    "Warning: the backup has migrations this code does not know: "
-                    + ", ".join(f"{app}.{name}" for app, name in unknown),
-                    style_func=self.style.WARNING,
-                )
+            self._warn_of_migrations(backup)
             if options["interactive"]:
                 self._summary(backup, services.row_changes(backup, using=using), using)
                 if not self._confirmed():
                     self.stdout.write("Cancelled.")
                     return
-            report = services.restore(
-                backup.name, using=using, progress=terminal_progress(self.stdout)
-            )
-        end_progress(self.stdout)
-        self.stdout.write(f"Restored {report.restored.name}.")
-        if report.safety_backup is not None:
-            self.stdout.write(f"Safety backup of the previous data: {report.safety_backup.name}")
+            with progress_line(self.stdout, verbosity) as progress:
+                report = services.restore(backup.name, using=using, progress=progress)
+        if verbosity >= 1:
+            self.stdout.write(f"Restored {report.restored.name}.")
+            if report.safety_backup is not None:
+                self.stdout.write(
+                    f"Safety backup of the previous data: {report.safety_backup.name}"
+                )
         if report.warning is not None:
             self.stderr.write(
                 f"Warning: {report.warning}. The restore stands; check the database with "
                 "`manage.py dbshell` and PRAGMA quick_check once it is quiet.",
+                style_func=self.style.WARNING,
+            )
+
+    def _latest(self, using: str | None, offsite: bool, verbosity: int) -> str:
+        if offsite:
+            copies = services.offsite_copies(using=using)
+            if not copies:
+                raise CommandError("There is no off-site copy to restore yet.")
+            name = copies[0].name
+        else:
+            name = services.latest_backup(using=using).name
+        if verbosity >= 1:
+            self.stdout.write(f"The latest backup is {name}.")
+        return name
+
+    def _warn_of_migrations(self, backup: services.BackupFile) -> None:
+        missing, unknown = services.migration_difference(backup)
+        if missing:
+            self.stderr.write(
+                "Warning: the backup predates these migrations; run migrate after the "
+                "restore: " + ", ".join(f"{app}.{name}" for app, name in missing),
+                style_func=self.style.WARNING,
+            )
+        if unknown:
+            self.stderr.write(
+                "Warning: the backup has migrations this code does not know: "
+                + ", ".join(f"{app}.{name}" for app, name in unknown),
                 style_func=self.style.WARNING,
             )
 

@@ -20,15 +20,17 @@ class Command(BaseCommand):
         add_database_argument(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        with command_errors():
+        verbosity = options["verbosity"]
+        with command_errors(verbosity):
             report = services.sync_offsite(using=options["database"])
-        for copy in report.uploaded:
-            self.stdout.write(f"Uploaded {copy.object_name}")
-        for name in report.deleted:
-            self.stdout.write(f"Deleted {name}")
+        if verbosity >= 1:
+            for copy in report.uploaded:
+                self.stdout.write(f"Uploaded {copy.object_name}")
+            for name in report.deleted:
+                self.stdout.write(f"Deleted {name}")
         if report.failed:
             raise CommandError(
                 "\n".join(f"{name}: {reason}" for name, reason in report.failed.items())
             )
-        if not report.uploaded:
+        if not report.uploaded and verbosity >= 1:
             self.stdout.write("Every backup already has an off-site copy.")

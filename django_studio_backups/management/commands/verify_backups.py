@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ... import services
-from ..base import add_database_argument, command_errors
+from ..base import add_database_argument, as_json, command_errors
 
 
 class Command(BaseCommand):
@@ -22,27 +22,42 @@ class Command(BaseCommand):
         parser.add_argument(
             "--full", action="store_true", help="Run integrity_check instead of quick_check."
         )
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help="Print each backup's result as JSON, for scripts (the exit status is the same).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         using = options["database"]
-        with command_errors():
+        verbosity = options["verbosity"]
+        check = "integrity_check" if options["full"] else "quick_check"
+        results = []
+        with command_errors(verbosity):
             if options["names"]:
                 targets = [services.find_backup(name, using=using) for name in options["names"]]
             else:
                 targets = services.backups(using=using)
-            bad = 0
             for backup in targets:
                 problems = services.verify(backup, full=options["full"], using=using)
+                results.append({"name": backup.name, "check": check, "problems": problems})
+                if options["json"]:
+                    continue
                 if problems:
-                    bad += 1
-                    # (Each problem names the backup already.)
+                    # Each problem names the backup already. A bad backup is shown even
+                    # with -v0: the error below only counts them.
                     self.stdout.write(f"BAD  {'; '.join(problems)}")
-                else:
+                elif verbosity >= 1:
                     self.stdout.write(f"OK   {backup.name}")
+        if options["json"]:
+            self.stdout.write(as_json([{**r, "passed": not r["problems"]} for r in results]))
+        bad = sum(1 for r in results if r["problems"])
         if bad:
             raise CommandError(
                 f"{bad} of {len(targets)} {backups(len(targets))} failed verification."
             )
+        if options["json"] or verbosity < 1:
+            return
         if not targets:
             self.stdout.write("No backups to verify.")
         elif len(targets) == 1:
