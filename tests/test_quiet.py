@@ -124,7 +124,7 @@ def test_a_folder_made_by_another_process_meanwhile_is_left_to_it(
     folder.mkdir()
     # Another process makes the folder between the look and the mkdir.
     is_dir = Path.is_dir
-    looks = []
+    looks: list[Path] = []
 
     def not_there_at_first(self: Path) -> bool:
         if self == folder and not looks:
