@@ -32,6 +32,7 @@ from django.urls import reverse
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, engine, engine_restore, services, state
+from django_studio_backups.database_file import database_file
 from django_studio_backups.exceptions import BackupFailed, RestoreFailed
 from tests.conftest import REPO, StudioDB, fill_database, undeletable
 
@@ -794,7 +795,7 @@ def test_a_uri_with_another_host_is_refused(
 
 @pytest.mark.parametrize("name", ["file::memory:", "file:memdb?mode=memory", "file:"])
 def test_a_uri_in_memory_has_no_file(name: str) -> None:
-    assert conf.database_file(name).path is None
+    assert database_file(name).path is None
 
 
 def test_a_put_back_that_fails_its_check_too_says_it_was_put_back(
@@ -895,11 +896,11 @@ def test_backups_left_beside_a_symlink_are_pointed_out(linked_db: StudioDB, tmp_
     [("nolock=0", None), ("nolock=off", None), ("immutable=yes", "immutable=yes")],
 )
 def test_uri_flags_are_read_as_sqlite_reads_them(query: str, unsafe: str | None) -> None:
-    assert conf.database_file(f"file:/srv/db.sqlite3?{query}").unsafe == unsafe
+    assert database_file(f"file:/srv/db.sqlite3?{query}").unsafe == unsafe
 
 
 def test_a_name_ends_at_a_nul_as_sqlite_reads_it() -> None:
-    assert conf.database_file("/srv/db.sqlite3\x00.bak").path == Path("/srv/db.sqlite3")
+    assert database_file("/srv/db.sqlite3\x00.bak").path == Path("/srv/db.sqlite3")
 
 
 def test_a_backup_changed_on_disk_is_no_sign_of_damage_to_the_database(
