@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from django_studio_backups import engine
+from django_studio_backups import engine, engine_restore
 
 
 def timed(results: dict[str, float], name: str, action: Callable[[], object]) -> None:
@@ -62,12 +62,14 @@ def main(argv: list[str]) -> None:
         lambda: check_with(copy, "integrity_check", 1 << 40, 256 * 1024),
     )
     timed(
-        results, "restore: restore_into the live database", lambda: engine.restore_into(copy, live)
+        results,
+        "restore: restore_into the live database",
+        lambda: engine_restore.restore_into(copy, live),
     )
 
     def overlapped() -> None:
         with engine.BackgroundCheck(copy, full=True) as integrity:
-            engine.restore_into(copy, live, before_commit=integrity.wait)
+            engine_restore.restore_into(copy, live, before_commit=integrity.wait)
         if integrity.failure() is not None:
             raise RuntimeError(str(integrity.failure()))
 

@@ -30,6 +30,7 @@ from django.db.models.signals import pre_migrate
 from django.dispatch import receiver
 
 from . import conf, services
+from .database_file import database_file
 from .exceptions import BackupError
 
 KIND = "pre-migrate"
@@ -100,7 +101,7 @@ def _worth_backing_up(alias: str) -> bool:
     # The test runner (Django's and pytest-django's) migrates the test database after
     # putting its TEST name, or an in-memory name, into NAME: a throwaway database.
     test_name = (connection.settings_dict.get("TEST") or {}).get("NAME")
-    if conf.database_file(name).path is None or (test_name is not None and name == str(test_name)):
+    if database_file(name).path is None or (test_name is not None and name == str(test_name)):
         return False
     # The first migrate of a new project finds a database without tables (connecting has
     # created the file, perhaps set WAL mode): nothing to lose. Django's own connection

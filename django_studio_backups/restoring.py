@@ -19,7 +19,7 @@ from django.apps import apps
 from django.db import connections, router
 from django.db.models import Model
 
-from . import archive, backing_up, engine, notify, offsite, signals
+from . import archive, backing_up, engine, engine_restore, notify, offsite, signals
 from .archive import BackupFile
 from .conf import Config
 from .exceptions import RAISED, BackupFailed, BackupNotFound, RestoreFailed
@@ -87,7 +87,7 @@ def restore_file(
             # In rollback-journal mode the copy's lock keeps the site's readers out too, so
             # it is not held while the check ends: the check ends first.
             before_commit()
-        warning = engine.restore_into(
+        warning = engine_restore.restore_into(
             backup.path,
             config.database_path,
             timeout=config.lock_timeout,
@@ -132,7 +132,7 @@ def put_back(config: Config, safety: BackupFile, problem: str) -> RestoreFailed:
         kept.append(backing_up.publish_damaged(config, problem))
 
     try:
-        engine.restore_into(
+        engine_restore.restore_into(
             safety.path,
             config.database_path,
             timeout=config.lock_timeout,

@@ -28,6 +28,7 @@ from . import (
     backing_up,
     conf,
     engine,
+    engine_restore,
     growth,
     locking,
     notify,
@@ -287,8 +288,9 @@ def can_lock_files() -> bool:
 
 
 def has_wal_reset_bug() -> bool:
-    """Whether this Python's SQLite has the WAL-reset bug (see ``engine.has_wal_reset_bug``)."""
-    return engine.HAS_WAL_RESET_BUG
+    """Whether this Python's SQLite has the WAL-reset bug (see
+    ``engine_restore.has_wal_reset_bug``)."""
+    return engine_restore.HAS_WAL_RESET_BUG
 
 
 def backups_left_beside_a_link(*, using: str | None = None) -> Path | None:

@@ -18,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import archive, engine, locking, services, signals
+from django_studio_backups import archive, engine, engine_restore, locking, services, signals
 from django_studio_backups.exceptions import BackupFailed, BackupNotFound, RestoreFailed
 from tests.backup_helpers import HERMOSILLO, leftovers, names
 from tests.conftest import StudioDB, fill_database, mounted_tmpfs, undeletable
@@ -290,7 +290,7 @@ def test_a_failed_final_check_with_nothing_to_put_back(
     def restore_then_fail(source: Path, live: Path, **kwargs: Any) -> None:
         raise engine.CheckFailed("studio.db failed quick_check after the restore")
 
-    monkeypatch.setattr(engine, "restore_into", restore_then_fail)
+    monkeypatch.setattr(engine_restore, "restore_into", restore_then_fail)
     with pytest.raises(RestoreFailed, match="quick_check"):
         services.restore(backup.name)
     # There was no database before, so there is no safety backup to put back.
@@ -470,7 +470,7 @@ def test_in_rollback_journal_mode_the_check_ends_before_the_copy_begins(
     backup = services.backup_now()
     checks: list[engine.BackgroundCheck] = []
     check_still_running: list[bool] = []
-    real_check, real_restore_into = engine.BackgroundCheck, engine.restore_into
+    real_check, real_restore_into = engine.BackgroundCheck, engine_restore.restore_into
 
     def background_check(path: Path, *, full: bool = False) -> engine.BackgroundCheck:
         checks.append(real_check(path, full=full))
@@ -481,7 +481,7 @@ def test_in_rollback_journal_mode_the_check_ends_before_the_copy_begins(
         real_restore_into(backup_path, live, **kwargs)
 
     monkeypatch.setattr(engine, "BackgroundCheck", background_check)
-    monkeypatch.setattr(engine, "restore_into", restore_into)
+    monkeypatch.setattr(engine_restore, "restore_into", restore_into)
     studio_db.add_clients("Carla")
     services.restore(backup.name)
     assert studio_db.clients() == ["Ana", "Beto"]

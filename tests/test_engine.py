@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from django_studio_backups import engine, sqlite_file
+from django_studio_backups import engine, engine_restore, file_copy, sqlite_file
 from tests import processes
 from tests.conftest import REPO, fill_database
 
@@ -194,7 +194,7 @@ def test_a_file_that_shrinks_during_its_copy_is_copied_to_its_new_end(tmp_path: 
     source, destination = tmp_path / "source", tmp_path / "destination"
     source.write_bytes(os.urandom(10_000))
     with open(source, "rb") as fsrc, open(destination, "wb") as fdst:
-        assert not engine._send(fsrc.fileno(), fdst.fileno(), 25_000)
+        assert not file_copy._send(fsrc.fileno(), fdst.fileno(), 25_000)
     assert destination.read_bytes() == source.read_bytes()
 
 
@@ -275,7 +275,7 @@ def test_restore_replaces_data_seen_by_an_open_connection(tmp_path: Path) -> Non
     reader.execute("PRAGMA wal_autocheckpoint=0")
     reader.execute("INSERT INTO pair VALUES (99)")
     assert reader.execute("SELECT count(*) FROM pair").fetchone()[0] == 6
-    engine.restore_into(backup, live)
+    engine_restore.restore_into(backup, live)
     assert reader.execute("SELECT count(*) FROM pair").fetchone()[0] == 2
     reader.close()
     # Nothing stale came back from the WAL once every connection is gone.
@@ -290,7 +290,7 @@ def test_restore_onto_a_missing_database_creates_it(tmp_path: Path) -> None:
     engine.copy_database(source, backup)
     live = tmp_path / "new" / "live.db"
     live.parent.mkdir()
-    engine.restore_into(backup, live)
+    engine_restore.restore_into(backup, live)
     assert count(live, "blob") == count(source, "blob")
 
 
@@ -304,7 +304,7 @@ def test_restore_with_another_page_size_into_wal_is_refused(tmp_path: Path) -> N
     connection.execute("CREATE TABLE t (x)")
     connection.close()
     with pytest.raises(engine.EngineError, match="page size"):
-        engine.restore_into(odd, live)
+        engine_restore.restore_into(odd, live)
     assert live.read_bytes() == before
 
 
@@ -318,7 +318,7 @@ def test_restore_gives_up_when_the_live_database_stays_locked(tmp_path: Path) ->
     holder.execute("INSERT INTO blob (data) VALUES (x'00')")
     try:
         with pytest.raises(engine.EngineError, match="locked"):
-            engine.restore_into(backup, live, timeout=0.3)
+            engine_restore.restore_into(backup, live, timeout=0.3)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -343,7 +343,7 @@ def test_restore_into_rollback_mode_reports_progress(
     engine.copy_database(source, backup)
     monkeypatch.setattr(engine, "POLL_INTERVAL", 0.001)
     seen: list[int] = []
-    engine.restore_into(backup, live, progress=lambda done, total: seen.append(done))
+    engine_restore.restore_into(backup, live, progress=lambda done, total: seen.append(done))
     assert seen
     assert count(live, "blob") == count(source, "blob")
     assert engine.journal_mode(live) == "delete"
@@ -352,7 +352,7 @@ def test_restore_into_rollback_mode_reports_progress(
 
 def test_the_watcher_counts_a_file_not_yet_created_as_empty(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
-    watcher = engine._Watcher(
+    watcher = engine.Watcher(
         [tmp_path / "not-yet.db-journal"], 100, lambda d, t: seen.append((d, t))
     )
     with watcher.running():
@@ -386,7 +386,7 @@ def test_restore_commits_only_after_before_commit_returns(
         raise Refused
 
     with pytest.raises(Refused):
-        engine.restore_into(backup, live, before_commit=refuse)
+        engine_restore.restore_into(backup, live, before_commit=refuse)
     assert len(written_by_then) == 1
     assert written_by_then[0] > 0 if megabytes > 1 else True
     # A -wal that held the refused pages is truncated again.
@@ -395,7 +395,7 @@ def test_restore_commits_only_after_before_commit_returns(
     assert live.read_bytes() == live_bytes
     assert count(live, "blob") == 2 * 16
     called: list[bool] = []
-    engine.restore_into(backup, live, before_commit=lambda: called.append(True))
+    engine_restore.restore_into(backup, live, before_commit=lambda: called.append(True))
     assert called == [True]
     assert count(live, "blob") == megabytes * 16
 
@@ -521,8 +521,8 @@ def test_a_wal_restarted_during_its_copy_is_not_replayed(
     keeper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
     wal_inode = wal.stat().st_ino
     # The first call copies the header and commit A; the writer strikes before the rest.
-    monkeypatch.setattr(engine, "COPY_CHUNK", first_commit_ends)
-    real_send = engine._send_chunk
+    monkeypatch.setattr(file_copy, "COPY_CHUNK", first_commit_ends)
+    real_send = file_copy._send_chunk
     struck: list[bool] = []
 
     def send(in_fd: int, out_fd: int, offset: int, count: int) -> int:
@@ -535,7 +535,7 @@ def test_a_wal_restarted_during_its_copy_is_not_replayed(
             )
         return sent
 
-    monkeypatch.setattr(engine, "_send_chunk", send)
+    monkeypatch.setattr(file_copy, "_send_chunk", send)
     try:
         engine.copy_database(database, copy)
     finally:
@@ -564,10 +564,12 @@ def test_a_restore_needs_two_pages_to_take_a_safety_copy_under_its_lock(tmp_path
     backup = one_page_database(tmp_path / "one.db")
     before = live.read_bytes()
     with pytest.raises(engine.EngineError, match="holds no data"):
-        engine.restore_into(backup, live, while_locked=lambda: None)
+        engine_restore.restore_into(backup, live, while_locked=lambda: None)
     assert live.read_bytes() == before
     called: list[bool] = []
-    assert engine.restore_into(backup, live, before_commit=lambda: called.append(True)) is None
+    assert (
+        engine_restore.restore_into(backup, live, before_commit=lambda: called.append(True)) is None
+    )
     assert called == [True]
 
 
@@ -579,7 +581,7 @@ def test_a_check_after_a_restore_that_finds_the_file_unreadable(tmp_path: Path) 
         with open(live, "r+b") as f:
             f.write(b"not a database at all" * 5)
         with pytest.raises(engine.CheckFailed, match="failed quick_check after the restore"):
-            engine.check_restored(connection, live, 1.0)
+            engine_restore.check_restored(connection, live, 1.0)
     finally:
         connection.close()
 
@@ -598,7 +600,7 @@ def test_a_check_after_a_restore_that_finds_damage(tmp_path: Path) -> None:
     connection = engine.connect(live)
     try:
         with pytest.raises(engine.CheckFailed, match="failed quick_check after the restore: "):
-            engine.check_restored(connection, live, 1.0)
+            engine_restore.check_restored(connection, live, 1.0)
     finally:
         connection.close()
 
@@ -637,7 +639,7 @@ def test_copy_without_sendfile_is_the_same_snapshot(
             raise OSError(errno.ENOTSOCK, "Socket operation on non-socket")
 
         monkeypatch.setattr(os, "sendfile", refuse, raising=False)
-    monkeypatch.setattr(engine, "_sendfile_refused", False)
+    monkeypatch.setattr(file_copy, "_sendfile_refused", False)
     caplog.set_level(logging.INFO, "django_studio_backups")
     copies_are_moments_of_a_writer(tmp_path, mode, megabytes=3, copies=3)
     if missing == "refused":
@@ -652,7 +654,7 @@ def test_a_sendfile_failure_that_is_not_a_refusal_fails_the_copy(
         raise OSError(errno.EIO, "Input/output error")
 
     monkeypatch.setattr(os, "sendfile", broken, raising=False)
-    monkeypatch.setattr(engine, "_sendfile_refused", False)
+    monkeypatch.setattr(file_copy, "_sendfile_refused", False)
     database = tmp_path / "live.db"
     fill_database(database, 1)
     with pytest.raises(engine.EngineError, match="Input/output error"):

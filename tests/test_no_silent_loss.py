@@ -31,7 +31,8 @@ from django.test import Client
 from django.urls import reverse
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import conf, engine, services, state
+from django_studio_backups import conf, engine, engine_restore, services, state
+from django_studio_backups.database_file import database_file
 from django_studio_backups.exceptions import BackupFailed, RestoreFailed
 from tests.conftest import REPO, StudioDB, fill_database, undeletable
 
@@ -161,7 +162,7 @@ def locked_right_after_the_commit(
         connection.cue = cue
         return connection
 
-    monkeypatch.setattr(engine, "open_snapshot_file", open_with_lock_after_commit)
+    monkeypatch.setattr(engine_restore, "open_snapshot_file", open_with_lock_after_commit)
     try:
         yield
     finally:
@@ -233,7 +234,7 @@ def damage_right_after_the_commit(
 ) -> None:
     """The next restore finds the database damaged right after it committed, with a client
     "late" added since: what a failing disk and a quick user would do. ``also`` runs then."""
-    real_check = engine.check_restored
+    real_check = engine_restore.check_restored
     calls: list[Path] = []
 
     def damage_then_check(connection: sqlite3.Connection, live: Path, timeout: float) -> Any:
@@ -251,7 +252,7 @@ def damage_right_after_the_commit(
         calls.append(live)
         return real_check(connection, live, timeout)
 
-    monkeypatch.setattr(engine, "check_restored", damage_then_check)
+    monkeypatch.setattr(engine_restore, "check_restored", damage_then_check)
 
 
 def test_a_restore_that_fails_its_check_saves_the_live_database_before_putting_back(
@@ -630,7 +631,7 @@ def test_backup_now_inside_a_transaction_in_wal_mode_backs_up_what_is_committed(
     ],
 )
 def test_which_sqlite_versions_have_the_wal_reset_bug(version: str, affected: bool) -> None:
-    assert engine.has_wal_reset_bug(version) is affected
+    assert engine_restore.has_wal_reset_bug(version) is affected
 
 
 def test_a_restore_on_an_affected_sqlite_only_checkpoints_passively(
@@ -644,8 +645,8 @@ def test_a_restore_on_an_affected_sqlite_only_checkpoints_passively(
         connection.set_trace_callback(statements.append)
         return connection
 
-    monkeypatch.setattr(engine, "connect", traced)
-    monkeypatch.setattr(engine, "HAS_WAL_RESET_BUG", True)
+    monkeypatch.setattr(engine_restore, "connect", traced)
+    monkeypatch.setattr(engine_restore, "HAS_WAL_RESET_BUG", True)
     backup = services.backup_now()
     studio_db.add_clients("Carla")
     services.restore(backup.name)
@@ -658,7 +659,7 @@ def test_a_restore_on_an_affected_sqlite_only_checkpoints_passively(
 def test_check_deploy_warns_of_the_wal_reset_bug(
     studio_db: StudioDB, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(engine, "HAS_WAL_RESET_BUG", True)
+    monkeypatch.setattr(engine_restore, "HAS_WAL_RESET_BUG", True)
     found = [
         m
         for m in checks.run_checks(include_deployment_checks=True)
@@ -746,7 +747,7 @@ def test_checks_of_damage_and_the_wal_reset_bug_stay_quiet_without_usable_settin
 ) -> None:
     from django_studio_backups.checks import check_live_damage, check_wal_reset_bug
 
-    monkeypatch.setattr(engine, "HAS_WAL_RESET_BUG", True)
+    monkeypatch.setattr(engine_restore, "HAS_WAL_RESET_BUG", True)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{studio_db.path}{suffix}").unlink(missing_ok=True)
     assert check_wal_reset_bug() == []
@@ -760,7 +761,7 @@ def test_no_wal_reset_warning_on_a_fixed_sqlite(
 ) -> None:
     from django_studio_backups.checks import check_wal_reset_bug
 
-    monkeypatch.setattr(engine, "HAS_WAL_RESET_BUG", False)
+    monkeypatch.setattr(engine_restore, "HAS_WAL_RESET_BUG", False)
     assert check_wal_reset_bug() == []
 
 
@@ -794,7 +795,7 @@ def test_a_uri_with_another_host_is_refused(
 
 @pytest.mark.parametrize("name", ["file::memory:", "file:memdb?mode=memory", "file:"])
 def test_a_uri_in_memory_has_no_file(name: str) -> None:
-    assert conf.database_file(name).path is None
+    assert database_file(name).path is None
 
 
 def test_a_put_back_that_fails_its_check_too_says_it_was_put_back(
@@ -895,11 +896,11 @@ def test_backups_left_beside_a_symlink_are_pointed_out(linked_db: StudioDB, tmp_
     [("nolock=0", None), ("nolock=off", None), ("immutable=yes", "immutable=yes")],
 )
 def test_uri_flags_are_read_as_sqlite_reads_them(query: str, unsafe: str | None) -> None:
-    assert conf.database_file(f"file:/srv/db.sqlite3?{query}").unsafe == unsafe
+    assert database_file(f"file:/srv/db.sqlite3?{query}").unsafe == unsafe
 
 
 def test_a_name_ends_at_a_nul_as_sqlite_reads_it() -> None:
-    assert conf.database_file("/srv/db.sqlite3\x00.bak").path == Path("/srv/db.sqlite3")
+    assert database_file("/srv/db.sqlite3\x00.bak").path == Path("/srv/db.sqlite3")
 
 
 def test_a_backup_changed_on_disk_is_no_sign_of_damage_to_the_database(

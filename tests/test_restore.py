@@ -13,7 +13,7 @@ import pytest
 from django.db import connections
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import archive, engine, services, signals
+from django_studio_backups import archive, engine, engine_restore, services, signals
 from django_studio_backups.exceptions import BackupNotFound, RestoreFailed
 from tests.backup_helpers import names, received
 from tests.conftest import StudioDB, fill_database, mounted_tmpfs
@@ -180,7 +180,7 @@ def test_a_restore_that_fails_its_final_check_is_put_back(
     backup = services.create_backup_now()
     assert backup is not None
     studio_db.add_clients("Carla")
-    real_restore = engine.restore_into
+    real_restore = engine_restore.restore_into
 
     def restore_then_damage(source: Path, live: Path, **kwargs: Any) -> None:
         real_restore(source, live, **kwargs)
@@ -194,7 +194,7 @@ def test_a_restore_that_fails_its_final_check_is_put_back(
                 f.write(b"\xff" * 16)
             raise engine.CheckFailed("studio.db failed quick_check after the restore")
 
-    monkeypatch.setattr(engine, "restore_into", restore_then_damage)
+    monkeypatch.setattr(engine_restore, "restore_into", restore_then_damage)
     with pytest.raises(RestoreFailed, match="quick_check"):
         services.restore(backup.name)
     engine.check(studio_db.path, full=True)
