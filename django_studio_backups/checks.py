@@ -15,7 +15,7 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, services
+from . import conf, cron, offsite_conf, services
 
 # Daily backups that have not happened for this long mean the scheduled job is not running
 # (a day, and the slack of a job that runs late or a machine that was off for a night).
@@ -38,7 +38,11 @@ def check_settings(
 ) -> list[checks.CheckMessage]:
     return [
         checks.Error(problem.message, hint=problem.hint, id=problem.id)
-        for problem in [*conf.problems(), *_problems_that_stop_nothing(), *conf.offsite_problems()]
+        for problem in [
+            *conf.problems(),
+            *_problems_that_stop_nothing(),
+            *offsite_conf.offsite_problems(),
+        ]
     ]
 
 

@@ -36,9 +36,10 @@ from . import (
     state,
 )
 from .archive import BackupFile
-from .conf import Config, OffsiteConfig, get_config, get_offsite_config
+from .conf import Config, get_config
 from .exceptions import OFFSITE as OFFSITE_PROBLEM
 from .exceptions import RAISED, OffsiteFailed
+from .offsite_conf import OffsiteConfig, get_offsite_config
 from .offsite_retention import COPY_TRAITS, wanted
 
 # OffsiteCopy is part of this module's API: copies() and sync() return it.

@@ -10,7 +10,8 @@ from datetime import datetime
 
 from . import retention
 from .archive import BackupFile
-from .conf import Config, OffsiteConfig
+from .conf import Config
+from .offsite_conf import OffsiteConfig
 from .offsite_storage import OffsiteCopy
 
 

@@ -38,8 +38,9 @@ from django.utils import timezone
 
 from . import archive, codec, state
 from .archive import BackupFile
-from .conf import Config, OffsiteConfig
+from .conf import Config
 from .exceptions import OffsiteFailed
+from .offsite_conf import OffsiteConfig
 
 logger = logging.getLogger("django_studio_backups")
 

@@ -42,8 +42,9 @@ from . import (
 
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
-from .conf import get_config, get_offsite_config
+from .conf import get_config
 from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed
+from .offsite_conf import get_offsite_config
 
 logger = logging.getLogger("django_studio_backups")
 

@@ -21,7 +21,16 @@ from django.core import checks, mail
 from django.core.management import CommandError, call_command
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import archive, background, codec, conf, offsite, services, state
+from django_studio_backups import (
+    archive,
+    background,
+    codec,
+    conf,
+    offsite,
+    offsite_conf,
+    services,
+    state,
+)
 from django_studio_backups.exceptions import OffsiteFailed
 
 from .conftest import StudioDB, run_manage
@@ -466,14 +475,14 @@ def test_a_storage_that_cannot_be_opened(studio_db: StudioDB, settings: Settings
 
 
 def test_without_offsite_settings(studio_db: StudioDB) -> None:
-    assert conf.offsite_problems() == []
+    assert offsite_conf.offsite_problems() == []
     services.backup_now()
     assert offsite.last_failure() is None
     assert offsite.names() == set()
     with pytest.raises(CommandError, match="Off-site copies are not configured"):
         command("sync_offsite")
     # Another database never shares the configured database's off-site storage.
-    assert conf.get_offsite_config("default") is None
+    assert offsite_conf.get_offsite_config("default") is None
 
 
 def test_bad_settings_never_stop_a_backup(studio_db: StudioDB, settings: SettingsWrapper) -> None:
@@ -529,10 +538,10 @@ def test_missing_packages_are_a_system_check(
 ) -> None:
     settings.STORAGES = {**settings.STORAGES, "drive": folder_storage(tmp_path)}
     settings.STUDIO_BACKUPS = {"OFFSITE": {"STORAGE": "drive", "ENCRYPT_TO": [age_key.recipient]}}
-    assert conf.offsite_problems() == []
+    assert offsite_conf.offsite_problems() == []
     monkeypatch.setitem(sys.modules, "pyrage", None)
     monkeypatch.setitem(sys.modules, "zstandard", None)
-    [problem] = conf.offsite_problems()
+    [problem] = offsite_conf.offsite_problems()
     assert problem.id == "studio_backups.E045"
     assert problem.message == "Off-site copies need the Python packages zstandard, pyrage."
     assert problem.hint == "Install django-studio-backups[offsite]."
@@ -770,11 +779,11 @@ def test_a_storage_without_its_client_library_is_a_system_check(
     hint: str,
 ) -> None:
     use_offsite(settings, "remote", {"BACKEND": backend, "OPTIONS": {}}, COMPRESS=None)
-    assert conf.offsite_problems() == []
+    assert offsite_conf.offsite_problems() == []
     # As in a project that installed only [offsite]: the backend's module fails to import.
     monkeypatch.setitem(sys.modules, library, None)
     monkeypatch.delitem(sys.modules, backend.rsplit(".", 1)[0], raising=False)
-    [problem] = conf.offsite_problems()
+    [problem] = offsite_conf.offsite_problems()
     assert problem.id == "studio_backups.E047"
     assert problem.message.startswith(
         f"The storage 'remote' for off-site copies cannot be loaded: its BACKEND {backend!r} fails"
