@@ -164,7 +164,9 @@ def test_a_storm_of_backups(studio_db: StudioDB, settings: SettingsWrapper, tmp_
     assert kept_names[1:] == names[-(MAX_BACKUPS - 1) :]
     assert kept_names[0] == names[-MAX_BACKUPS] or kept_names[0] in verified
     assert all(services.verify(b) == [] for b in survivors)
-    expected = {locking.LOCK_NAME} | {n for b in survivors for n in (b.name, b.manifest_path.name)}
+    expected = {locking.LOCK_NAME, archive.GITIGNORE} | {
+        n for b in survivors for n in (b.name, b.manifest_path.name)
+    }
     assert {p.name for p in studio_db.backups.iterdir()} == expected
     assert not locking.is_locked(lock)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import engine, locking, services
+from django_studio_backups import archive, engine, locking, services
 from tests.conftest import StudioDB
 from tests.workload import CuedPool, running_writer
 
@@ -69,8 +69,9 @@ def content_digest(path: Path, *, live: bool = True) -> str:
 
 
 def folder_extras(directory: Path) -> list[str]:
-    """Anything in the backup folder that is not a backup, its manifest or the lock."""
-    allowed = {locking.LOCK_NAME}
+    """Anything in the backup folder that is not a backup, its manifest, the lock or the
+    .gitignore."""
+    allowed = {locking.LOCK_NAME, archive.GITIGNORE}
     for backup in services.backups():
         allowed |= {backup.name, backup.manifest_path.name}
     return sorted(p.name for p in directory.iterdir() if p.name not in allowed)
