@@ -24,6 +24,7 @@ KIND_LABELS = {
     "pre-migrate": gettext_lazy("before migrating"),
     "damaged": gettext_lazy("damaged"),
     "adopted": gettext_lazy("put back"),
+    "point-in-time": gettext_lazy("from the replica"),
 }
 
 # What happened and what to do, for each kind of trouble (exceptions.FOLDER, ...): what the

@@ -33,7 +33,8 @@ GITIGNORE = ".gitignore"
 # "damaged": what was live when a restored database failed its check, kept before the
 # data from before the restore was put back.
 # "adopted": a file put into the folder without a manifest, checked and given one (verify).
-KINDS = ("manual", "daily", "safety", "pre-migrate", "damaged", "adopted")
+# "point-in-time": the database as it was at a moment, fetched from the replica to restore.
+KINDS = ("manual", "daily", "safety", "pre-migrate", "damaged", "adopted", "point-in-time")
 # The check a backup must have passed to count as verified: the one a restore runs.
 FULL_CHECK = "integrity_check"
 # A check's time is kept to the second; the file it saw may be up to this much newer.

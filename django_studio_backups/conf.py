@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
     "HEARTBEAT_URL": None,
     # Off-site copies in a Django storage: see offsite_conf.py.
     "OFFSITE": None,
+    # Continuous replication through Litestream, for point-in-time restores: see
+    # replication_conf.py.
+    "REPLICATION": None,
 }
 
 SQLITE_ENGINE = "django.db.backends.sqlite3"

@@ -98,6 +98,7 @@ def restore_into(
     progress: Progress | None = None,
     before_commit: Callable[[], None] | None = None,
     while_locked: Callable[[], None] | None = None,
+    passive: bool = False,
 ) -> str | None:
     """Write ``backup`` into the live database ``live`` through SQLite's backup API.
 
@@ -109,7 +110,9 @@ def restore_into(
     ``while_locked`` is called once the restore holds the live database's write lock and
     before it has written anything into its file: no one else can commit from then on, so
     ``engine.copy_database(live, ..., under_restore=True)`` made then holds exactly the data the
-    restore replaces. ``before_commit`` is called once every page but the last batch is
+    restore replaces. ``passive``: checkpoint only PASSIVE, as where Litestream replicates the
+    database (it checkpoints itself, and a reset of the -wal would compete with it).
+    ``before_commit`` is called once every page but the last batch is
     written. Whatever either raises rolls the transaction back and is raised again, with
     the live database unchanged.
 
@@ -153,10 +156,10 @@ def restore_into(
                         # Rolled back; but the -wal keeps the size of what was written into
                         # it (up to the whole database) until a checkpoint truncates it.
                         with contextlib.suppress(sqlite3.Error):
-                            _checkpoint(dst)
+                            _checkpoint(dst, passive)
                     raise
             if wal:
-                _checkpoint_restored(dst, live)
+                _checkpoint_restored(dst, live, passive)
             return check_restored(dst, live, timeout)
         finally:
             dst.close()
@@ -190,11 +193,11 @@ def check_restored(connection: sqlite3.Connection, live: Path, timeout: float) -
     return None
 
 
-def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
+def _checkpoint_restored(connection: sqlite3.Connection, live: Path, passive: bool) -> None:
     # Move the restored pages from the WAL into the database file now, rather than leaving
     # a WAL as large as the database for the next writer to pay for.
     try:
-        _checkpoint(connection)
+        _checkpoint(connection, passive)
     except sqlite3.Error as exc:
         # The restore is committed (and synced) in the -wal, and every reader sees it there:
         # failing now would report a restore that happened as one that did not. SQLite
@@ -202,14 +205,14 @@ def _checkpoint_restored(connection: sqlite3.Connection, live: Path) -> None:
         logger.warning("Restored %s, but could not checkpoint its -wal yet: %s", live, exc)
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
+def _checkpoint(connection: sqlite3.Connection, passive: bool) -> None:
     # TRUNCATE also gives the -wal's space back, but it resets the -wal, and on a SQLite
     # with the WAL-reset bug a reset racing a writer can corrupt the database: there a
     # PASSIVE checkpoint moves the pages, and the -wal keeps its size until it is reused.
     # TRUNCATE waits for readers while holding the write lock: wait only briefly, so the
     # site's writers are not kept out for the whole LOCK_TIMEOUT.
     connection.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
-    how = "PASSIVE" if HAS_WAL_RESET_BUG else "TRUNCATE"
+    how = "PASSIVE" if passive or HAS_WAL_RESET_BUG else "TRUNCATE"
     connection.execute(f"PRAGMA wal_checkpoint({how})").fetchall()
 
 

@@ -64,6 +64,10 @@ class DeleteFailed(BackupError):
     pass
 
 
+class ReplicationFailed(BackupError):
+    """Litestream could not run, list or fetch the replica; backups are untouched."""
+
+
 class OffsiteFailed(BackupError):
     """An off-site copy that could not be made, listed or fetched; local backups are intact."""
 

@@ -44,10 +44,12 @@ WHAT_FAILED = {
     "safety": "The safety backup before a restore",
     "offsite": "An off-site copy",
     "restore": "A restore",
+    "replication": "Replication",
 }
 SUBJECTS = {
     "offsite": "Off-site copy failed on {host}",
     "restore": "Restore failed on {host}",
+    "replication": "Replication failed on {host}",
 }
 SUBJECT = "Backup failed on {host}"
 

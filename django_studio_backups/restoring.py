@@ -23,6 +23,7 @@ from . import archive, backing_up, engine, engine_restore, notify, offsite, sign
 from .archive import BackupFile
 from .conf import Config
 from .exceptions import RAISED, BackupFailed, BackupNotFound, RestoreFailed
+from .replication_conf import replicated
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -94,6 +95,7 @@ def restore_file(
             progress=progress,
             before_commit=None if wait_first else before_commit,
             while_locked=take_safety_backup if backing_up.has_data(config.database_path) else None,
+            passive=replicated(config.alias),
         )
     except engine.CheckFailed as exc:
         # Committed, and SQLite found the restored database damaged: the safety backup
@@ -137,6 +139,7 @@ def put_back(config: Config, safety: BackupFile, problem: str) -> RestoreFailed:
             config.database_path,
             timeout=config.lock_timeout,
             while_locked=keep_what_is_live,
+            passive=replicated(config.alias),
         )
     except engine.CheckFailed as exc:
         # Put back, and committed: but the data from before fails its check too (it was

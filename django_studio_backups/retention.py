@@ -30,6 +30,8 @@ REGULAR = frozenset({"daily", "manual", "adopted"})
 # The kinds kept under counts of their own.
 SAFETY = "safety"
 PRE_MIGRATE = "pre-migrate"
+# Fetched from the replica for a restore: as many are kept as safety backups.
+POINT_IN_TIME = "point-in-time"
 # Copies this app made that failed their check, kept for someone to look at.
 KEEP_DAMAGED = 3
 # How each period of KEEP groups a backup's time (in the studio's zone).
@@ -69,6 +71,7 @@ def expired(
     pools: list[tuple[Collection[str], int, Mapping[str, int]]] = [
         (REGULAR, policy.newest, policy.calendar),
         ({SAFETY}, policy.safety, {}),
+        ({POINT_IN_TIME}, policy.safety, {}),
         ({PRE_MIGRATE}, policy.pre_migrate, {}),
     ]
     doomed: list[Item] = []

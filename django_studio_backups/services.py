@@ -34,6 +34,8 @@ from . import (
     notify,
     offsite,
     offsite_record,
+    point_in_time,
+    replication,
     restoring,
     retention,
     state,
@@ -43,8 +45,9 @@ from . import (
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
 from .conf import get_config
-from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed
+from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, ReplicationFailed
 from .offsite_conf import get_offsite_config
+from .replication_conf import ReplicationConfig, get_replication_config, replicated
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -334,6 +337,60 @@ def restore(
     return restoring.restore(
         get_config(using), name_or_path, progress, copy_in_background=copy_in_background
     )
+
+
+def replication_configured(*, using: str | None = None) -> bool:
+    return replicated(using or conf.user_settings()["DATABASE"])
+
+
+def replication_status(*, using: str | None = None) -> replication.Status:
+    """Whether `manage.py replicate` runs, the moments the replica can restore, and its lag;
+    ``ReplicationFailed`` when it is not configured or Litestream cannot be asked."""
+    config = get_config(using)
+    return replication.status(config, _replication(using))
+
+
+def parse_moment(text: str, *, using: str | None = None) -> datetime | None:
+    """A moment to restore from ISO 8601 ``text`` (naive: in the studio's time zone); None
+    for "latest". ``BadMoment`` (a ``RestoreFailed``) for anything else."""
+    return point_in_time.parse_moment(text, get_config(using).time_zone)
+
+
+def restore_to_moment(
+    moment: datetime | None,
+    *,
+    using: str | None = None,
+    progress: engine.Progress | None = None,
+    copy_in_background: bool = False,
+) -> RestoreReport:
+    """Restore the live database to how it was at ``moment`` (None: the replica's newest):
+    fetched from Litestream's replica as a "point-in-time" backup, then restored as any
+    backup is, after a safety backup. ``BadMoment`` for a moment the replica cannot give,
+    ``RestoreFailed`` for the rest, with the live database as it was."""
+    backup = fetch_moment(moment, using=using)
+    return restoring.restore(
+        get_config(using), backup.name, progress, copy_in_background=copy_in_background
+    )
+
+
+def fetch_moment(moment: datetime | None, *, using: str | None = None) -> BackupFile:
+    """The database as it was at ``moment`` (None: the replica's newest), fetched from the
+    replica into the backup folder as a backup of kind "point-in-time", to restore."""
+    return point_in_time.fetch_backup(get_config(using), _replication(using), moment)
+
+
+def replicate(*, using: str | None = None) -> int:
+    """Run Litestream in the foreground until SIGTERM or SIGINT; its exit status."""
+    return replication.replicate(get_config(using), _replication(using))
+
+
+def _replication(using: str | None) -> ReplicationConfig:
+    settings = get_replication_config(using)
+    if settings is None:
+        raise ReplicationFailed(
+            "Replication is not configured: set STUDIO_BACKUPS['REPLICATION'] (see the README)"
+        )
+    return settings
 
 
 Change = restoring.Change

