@@ -161,6 +161,20 @@ def test_restore_the_latest_off_site_copy(
     assert studio_db.clients() == ["Ana", "Beto", "Carla"]
 
 
+def test_the_latest_off_site_copy_is_not_a_restores_safety_backup(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    command("restore_backup", backup.name, "--noinput")
+    # The safety backup of the data the restore replaced went off-site too.
+    assert services.offsite_copies()[0].kind == "safety"
+    identity = ("--identity", str(age_key.path))
+    out = command("restore_backup", "--offsite", "--latest", *identity, "--noinput")
+    assert out.splitlines()[0] == f"The latest backup is {backup.name}."
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
 def test_restore_offsite_service(studio_db: StudioDB, drive: Path, age_key: AgeKey) -> None:
     backup = services.backup_now()
     studio_db.add_clients("Carla")
