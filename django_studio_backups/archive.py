@@ -227,17 +227,21 @@ def manifest_path_for(path: Path) -> Path:
 
 
 def ensure_directory(directory: Path) -> None:
-    """Make the backup folder if need be; one made here gets a ``.gitignore`` that keeps it,
-    and the copies of the database in it, out of the project's git repository."""
+    """Make the backup folder if need be; each folder made here gets a ``.gitignore`` that
+    keeps it, and the copies of the database in it, out of the project's git repository."""
     if directory.is_dir():
         return
+    # The folders made on the way too: another alias's backups/<alias> makes backups/,
+    # where the configured database's backups go later.
+    made = [directory, *(p for p in directory.parents if not p.exists())]
     try:
         directory.mkdir(mode=PRIVATE_DIRECTORY, parents=True)
     except FileExistsError:
         if directory.is_dir():
             return  # another process made it just now, and writes the .gitignore
         raise
-    (directory / GITIGNORE).write_text("*\n")
+    for folder in made:
+        (folder / GITIGNORE).write_text("*\n")
 
 
 @contextlib.contextmanager

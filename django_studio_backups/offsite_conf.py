@@ -127,19 +127,43 @@ STORAGE_EXTRAS = {
 def _storage_problems(alias: str) -> list[Problem]:
     # The storage's class is loaded as the first upload would load it: a backend whose
     # client library is missing (boto3, paramiko) is found now, not at that upload.
-    backend = settings.STORAGES[alias].get("BACKEND")
-    try:
-        import_string(str(backend))
-    except (ImportError, ImproperlyConfigured) as exc:
-        extra = STORAGE_EXTRAS.get(str(backend))
+    entry = settings.STORAGES[alias]
+    where = f"STORAGES[{alias!r}], the storage for off-site copies,"
+    example = "For example {'BACKEND': 'storages.backends.sftpstorage.SFTPStorage', ...}."
+    if not isinstance(entry, dict):
         return [
             Problem(
                 OFFSITE_STORAGE_UNUSABLE,
-                f"The storage {alias!r} for off-site copies cannot be loaded: its BACKEND "
-                f"{backend!r} fails with {type(exc).__name__}: {exc}",
+                f"{where} must be a dict with a BACKEND, not a {type(entry).__name__}.",
+                example,
+            )
+        ]
+    backend = entry.get("BACKEND")
+    if not isinstance(backend, str):
+        # (Not the entry itself: its OPTIONS may hold a password.)
+        return [Problem(OFFSITE_STORAGE_UNUSABLE, f"{where} has no BACKEND.", example)]
+    cannot = f"The storage {alias!r} for off-site copies cannot be loaded: its BACKEND {backend!r}"
+    try:
+        loaded = import_string(backend)
+    except Exception as exc:
+        # Whatever the module raises at import: check runs before every manage.py command,
+        # and an exception here would stop them all.
+        extra = STORAGE_EXTRAS.get(backend)
+        return [
+            Problem(
+                OFFSITE_STORAGE_UNUSABLE,
+                f"{cannot} fails with {type(exc).__name__}: {exc}",
                 f"Install django-studio-backups[{extra}]."
                 if extra
                 else "Install the package that provides it, or fix the BACKEND path.",
+            )
+        ]
+    if not isinstance(loaded, type):
+        return [
+            Problem(
+                OFFSITE_STORAGE_UNUSABLE,
+                f"{cannot} is not a class.",
+                "Name the storage's class, such as 'storages.backends.s3.S3Storage'.",
             )
         ]
     return []

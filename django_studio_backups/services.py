@@ -219,13 +219,28 @@ def find_backup(name_or_path: Path | str, *, using: str | None = None) -> Backup
     return backing_up.find(get_config(using), name_or_path)
 
 
+# What "the latest backup" never is: a copy of a damaged database, or a safety backup, which
+# holds the data a restore replaced (a second `restore_backup --latest` would undo the first).
+NOT_LATEST = frozenset({"damaged", retention.SAFETY})
+
+
 def latest_backup(*, using: str | None = None) -> BackupFile:
     """The newest backup to restore: one with a manifest that has not failed a check, and
-    not a copy of a damaged database; ``BackupNotFound`` when there is none."""
+    neither a safety backup nor a copy of a damaged database; ``BackupNotFound`` when there
+    is none."""
     for backup in backups(using=using):
-        if backup.sound and backup.kind != "damaged":
+        if backup.sound and backup.kind not in NOT_LATEST:
             return backup
     raise BackupNotFound("There is no backup to restore yet.")
+
+
+def latest_offsite_copy(*, using: str | None = None) -> offsite.OffsiteCopy:
+    """The newest off-site copy to restore, by the rule of ``latest_backup``;
+    ``BackupNotFound`` when there is none."""
+    for copy in offsite_copies(using=using):
+        if copy.kind not in NOT_LATEST:
+            return copy
+    raise BackupNotFound("There is no off-site copy to restore yet.")
 
 
 def growth_warning(*, using: str | None = None) -> str | None:

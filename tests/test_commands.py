@@ -331,13 +331,23 @@ def test_restore_backup_latest(studio_db: StudioDB) -> None:
         f"Restored {newest.name}.",
     ]
     assert studio_db.clients() == ["Ana", "Beto", "Carla"]
-    # A backup that failed its check is passed over.
+    # A backup that failed its check is passed over, and so is the restore's safety backup.
+    assert services.backups()[0].kind == "safety"
     assert services.verify(older, full=True) == []
-    safety = services.backups()[0]
-    assert safety.kind == "safety"
-    safety.path.write_bytes(b"x" * safety.size)
-    assert services.verify(safety) != []
-    assert services.latest_backup() == services.find_backup(newest.name)
+    newest.path.write_bytes(b"x" * newest.size)
+    assert services.verify(newest) != []
+    assert services.latest_backup() == services.find_backup(older.name)
     for both in (["restore_backup", newest.name, "--latest"], ["restore_backup"]):
         with pytest.raises(CommandError, match="Name the backup to restore, or pass --latest"):
             call_command(*both, "--no-input")
+
+
+def test_restore_backup_latest_twice_does_not_undo_the_first(studio_db: StudioDB) -> None:
+    # The safety backup holds the data the restore replaced: were it "the latest", a second
+    # run (a retried script, say) would put back what the first took away.
+    services.backup_now()
+    studio_db.add_clients("Carla")
+    call("restore_backup", "--latest", "--no-input")
+    assert services.backups()[0].kind == "safety"
+    call("restore_backup", "--latest", "--no-input")
+    assert studio_db.clients() == ["Ana", "Beto"]

@@ -161,6 +161,20 @@ def test_restore_the_latest_off_site_copy(
     assert studio_db.clients() == ["Ana", "Beto", "Carla"]
 
 
+def test_the_latest_off_site_copy_is_not_a_restores_safety_backup(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    command("restore_backup", backup.name, "--noinput")
+    # The safety backup of the data the restore replaced went off-site too.
+    assert services.offsite_copies()[0].kind == "safety"
+    identity = ("--identity", str(age_key.path))
+    out = command("restore_backup", "--offsite", "--latest", *identity, "--noinput")
+    assert out.splitlines()[0] == f"The latest backup is {backup.name}."
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
 def test_restore_offsite_service(studio_db: StudioDB, drive: Path, age_key: AgeKey) -> None:
     backup = services.backup_now()
     studio_db.add_clients("Carla")
@@ -757,6 +771,47 @@ def test_a_copy_uploaded_without_a_check_record_downloads_as_unchecked(
     fetched = services.download_offsite(backup.name)
     assert fetched.sha256 == backup.sha256
     assert fetched.check is None
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "storages.backends.s3.S3Storage",
+            "STORAGES['remote'], the storage for off-site copies, must be a dict with a "
+            "BACKEND, not a str.",
+        ),
+        (
+            {"OPTIONS": {"password": "secret"}},
+            "STORAGES['remote'], the storage for off-site copies, has no BACKEND.",
+        ),
+        (
+            {"BACKEND": "os.path.join"},
+            "The storage 'remote' for off-site copies cannot be loaded: its BACKEND "
+            "'os.path.join' is not a class.",
+        ),
+        (
+            {"BACKEND": "broken_storage.Storage"},
+            "The storage 'remote' for off-site copies cannot be loaded: its BACKEND "
+            "'broken_storage.Storage' fails with RuntimeError: needs AWS_REGION",
+        ),
+    ],
+)
+def test_a_storage_that_cannot_be_made_is_a_system_check_not_a_crash(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    entry: Any,
+    message: str,
+) -> None:
+    # check runs before every manage.py command: an exception there would stop them all.
+    (tmp_path / "broken_storage.py").write_text('raise RuntimeError("needs AWS_REGION")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    use_offsite(settings, "remote", entry, COMPRESS=None)
+    [problem] = offsite_conf.offsite_problems()
+    assert (problem.id, problem.message) == ("studio_backups.E047", message)
+    assert "secret" not in f"{problem.message} {problem.hint}"
 
 
 @pytest.mark.parametrize(

@@ -142,3 +142,21 @@ def test_a_folder_made_by_another_process_meanwhile_is_left_to_it(
     folder.touch()
     with pytest.raises(FileExistsError):
         archive.ensure_directory(folder)
+
+
+def test_every_folder_the_app_creates_is_ignored_by_git(tmp_path: Path) -> None:
+    # Another alias's backups go to backups/<alias>: made first, they create backups/ too,
+    # and the configured database's backups later land in that folder.
+    repository = tmp_path / "project"
+    subprocess.run(["git", "init", "-q", str(repository)], check=True)
+    archive.ensure_directory(repository / "backups" / "other")
+    archive.ensure_directory(repository / "backups")
+    (repository / "backups" / "backup_20261201_093042.db").write_bytes(b"data")
+    untracked = subprocess.run(
+        ["git", "-C", str(repository), "status", "--porcelain", "--untracked-files=all"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert untracked.stdout == ""
+    assert (repository / "backups" / ".gitignore").read_text() == "*\n"

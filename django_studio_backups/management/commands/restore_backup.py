@@ -112,10 +112,7 @@ class Command(BaseCommand):
 
     def _latest(self, using: str | None, offsite: bool, verbosity: int) -> str:
         if offsite:
-            copies = services.offsite_copies(using=using)
-            if not copies:
-                raise CommandError("There is no off-site copy to restore yet.")
-            name = copies[0].name
+            name = services.latest_offsite_copy(using=using).name
         else:
             name = services.latest_backup(using=using).name
         if verbosity >= 1:
