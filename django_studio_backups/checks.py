@@ -15,7 +15,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import conf, cron, offsite_conf, services
+from . import conf, cron, offsite_conf, replication_conf, services
+from .exceptions import BackupError
 
 # Daily backups that have not happened for this long mean the scheduled job is not running
 # (a day, and the slack of a job that runs late or a machine that was off for a night).
@@ -42,6 +43,7 @@ def check_settings(
             *conf.problems(),
             *_problems_that_stop_nothing(),
             *offsite_conf.offsite_problems(),
+            *replication_conf.replication_problems(),
         ]
     ]
 
@@ -331,3 +333,55 @@ def _in_wal_mode() -> bool | None:
         return services.in_wal_mode()
     except ImproperlyConfigured:
         return None
+
+
+@checks.register()
+def check_replication(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    if not services.replication_configured():
+        return []
+    try:
+        services.litestream()
+    except ImproperlyConfigured:
+        return []  # check_settings reports the mistake
+    except BackupError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="Replication and restores to a moment need Litestream's binary.",
+                id="studio_backups.E063",
+            )
+        ]
+    if not _schedule_meant_to_run() or services.replication_running():
+        return []
+    return [
+        checks.Warning(
+            "STUDIO_BACKUPS['REPLICATION'] is set, but `manage.py replicate` is not running: "
+            "commits are not replicated, and cannot be restored to a moment.",
+            hint="Run it under systemd or supervisor (see the README's unit file).",
+            id="studio_backups.W060",
+        )
+    ]
+
+
+@checks.register(deploy=True)
+def check_replication_lag(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
+    # Asks Litestream for the replica's listing, a network call: only with --deploy.
+    if not services.replication_configured() or not services.replication_running():
+        return []  # (check_replication reports a replicate that is not running)
+    try:
+        reason = services.replication_trouble()
+    except (ImproperlyConfigured, BackupError):
+        return []  # check_settings and check_replication report it
+    if reason is None:
+        return []
+    return [
+        checks.Warning(
+            f"Replication is not keeping up: {reason}.",
+            hint="See the output of `manage.py replicate` (its journal under systemd).",
+            id="studio_backups.W061",
+        )
+    ]

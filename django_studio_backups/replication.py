@@ -180,6 +180,27 @@ def status(config: Config, replication: ReplicationConfig) -> Status:
     return Status(running, found, lag)
 
 
+def trouble(config: Config, replication: ReplicationConfig) -> str | None:
+    """Why the replica is not keeping up, for a person to hear of: `replicate` is not
+    running, it lags more than LAG_WARNING, or Litestream cannot read the replica; None
+    while all is well."""
+    if not is_running(config):
+        return (
+            f"`manage.py replicate` is not running: commits to {config.database_path} are not "
+            "replicated, and cannot be restored to a moment"
+        )
+    try:
+        lag = status(config, replication).lag
+    except ReplicationFailed as exc:
+        return f"the replica cannot be read: {exc}"
+    if lag is not None and lag > replication.lag_warning:
+        return (
+            f"the replica of {config.database_path} is {lag:.0f} s behind (more than "
+            f"LAG_WARNING, {replication.lag_warning:g} s)"
+        )
+    return None
+
+
 def _behind(config: Config, replication: ReplicationConfig) -> bool:
     # Litestream's local transaction id against the newest one in the replica.
     said = _litestream(config, replication, "status", "-json", str(config.database_path))
@@ -282,17 +303,8 @@ def _watch(config: Config, replication: ReplicationConfig, stopping: threading.E
     every = min(WATCH_EVERY, replication.lag_warning / 2)
     behind = False
     while not stopping.wait(every):
-        try:
-            lag = status(config, replication).lag
-        except ReplicationFailed as exc:
-            logger.warning("Could not read the replication lag: %s", exc)
-            continue
-        late = lag is not None and lag > replication.lag_warning
-        if late and not behind:
-            reason = (
-                f"the replica of {config.database_path} is {lag:.0f} s behind (more than "
-                f"LAG_WARNING, {replication.lag_warning:g} s)"
-            )
+        reason = trouble(config, replication)
+        if reason is not None and not behind:
             logger.error("Replication is behind: %s", reason)
             notify.failure("replication", reason, database=config.database_path)
-        behind = late
+        behind = reason is not None

@@ -131,7 +131,7 @@ def _url_problem(url: object) -> str | None:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme not in SCHEMES:
         return f"is {url!r}, whose scheme is not one of Litestream's ({', '.join(SCHEMES)})"
-    if parsed.scheme == "file" and not parsed.path.startswith("/"):
+    if parsed.scheme == "file" and (parsed.netloc not in ("", "localhost") or not parsed.path):
         return f"is {url!r}: a file URL needs an absolute path (file:///…)"
     if parsed.scheme != "file" and not parsed.netloc:
         return f"is {url!r}, which names no bucket or host"

@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 from django.utils import timezone
 
@@ -38,13 +39,14 @@ from . import (
     replication,
     restoring,
     retention,
+    signals,
     state,
     verifying,
 )
 
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
-from .conf import get_config
+from .conf import Config, get_config
 from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, ReplicationFailed
 from .offsite_conf import get_offsite_config
 from .replication_conf import ReplicationConfig, get_replication_config, replicated
@@ -202,10 +204,32 @@ def backup_if_needed(
         copied = offsite.catch_up(config, backup)
     intact = not daily_job or verifying.reverify_oldest(config, REVERIFY_EACH_DAY, backup)
     damaged = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
-    if daily_job and copied and intact and not damaged:
-        # The day has a backup that passed its checks, and its off-site copies are made.
+    replicating = not daily_job or _replication_keeps_up(config)
+    if daily_job and copied and intact and not damaged and replicating:
+        # The day has a backup that passed its checks, its off-site copies are made, and
+        # the replica (if any) keeps up.
         notify.daily_succeeded()
     return backup
+
+
+def _replication_keeps_up(config: Config) -> bool:
+    # The daily job also looks at the replication: a `replicate` that stopped would
+    # otherwise go unnoticed until the day a moment is needed.
+    try:
+        settings = get_replication_config(config.alias)
+    except ImproperlyConfigured as exc:
+        reason = f"Replication cannot run: {exc}"
+    else:
+        if settings is None:
+            return True
+        found = replication.trouble(config, settings)
+        if found is None:
+            return True
+        reason = f"Replication is failing: {found}"
+    logger.error("%s", reason)
+    signals.send(signals.backup_failed, kind="replication", reason=reason, using=config.alias)
+    notify.failure("replication", reason, database=config.database_path)
+    return False
 
 
 def backups(*, using: str | None = None) -> list[BackupFile]:
@@ -363,6 +387,21 @@ def replication_status(*, using: str | None = None) -> replication.Status:
     ``ReplicationFailed`` when it is not configured or Litestream cannot be asked."""
     config = get_config(using)
     return replication.status(config, _replication(using))
+
+
+def replication_running(*, using: str | None = None) -> bool:
+    """Whether `manage.py replicate` runs for the database (from its lock; no network)."""
+    return replication.is_running(get_config(using))
+
+
+def replication_trouble(*, using: str | None = None) -> str | None:
+    """Why the replica is not keeping up, or None (asks Litestream: a network call)."""
+    return replication.trouble(get_config(using), _replication(using))
+
+
+def litestream(*, using: str | None = None) -> str:
+    """The litestream program replication uses; ``ReplicationFailed`` when there is none."""
+    return replication.executable(_replication(using))
 
 
 def parse_moment(text: str, *, using: str | None = None) -> datetime | None:

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
 
 from ... import services
+from ...exceptions import BackupError
 from ..base import (
     add_database_argument,
     as_json,
@@ -53,14 +56,46 @@ class Command(BaseCommand):
             )
         if not rows:
             self.stdout.write("No backups yet.")
-            return
-        width = max(len(row["name"]) for row in rows)
-        self.stdout.write(f"{'NAME':<{width}}  {'DATE':<16}  {'SIZE':>10}  {'KIND':<11}  VERIFIED")
-        for row in rows:
+        else:
+            width = max(len(row["name"]) for row in rows)
             self.stdout.write(
-                f"{row['name']:<{width}}  {row['display']:<16}  {human_size(row['size']):>10}  "
-                f"{row['kind']:<11}  {VERIFIED.get(row['check'], 'no')}"
+                f"{'NAME':<{width}}  {'DATE':<16}  {'SIZE':>10}  {'KIND':<13}  VERIFIED"
             )
+            for row in rows:
+                self.stdout.write(
+                    f"{row['name']:<{width}}  {row['display']:<16}  "
+                    f"{human_size(row['size']):>10}  {row['kind']:<13}  "
+                    f"{VERIFIED.get(row['check'], 'no')}"
+                )
+        if services.replication_configured(using=options["database"]):
+            self._replication(options["database"])
+
+    def _replication(self, using: str | None) -> None:
+        try:
+            found = services.replication_status(using=using)
+        except BackupError as exc:
+            self.stderr.write(
+                f"Warning: cannot read the replica: {exc}", style_func=self.style.WARNING
+            )
+            return
+        if found.window is None:
+            self.stdout.write("Point-in-time: the replica holds nothing yet.")
+        else:
+            start = services.display_time(found.window.start, using=using)
+            self.stdout.write(
+                f"Point-in-time: any moment from {start} to "
+                f"{ago(timezone.now() - found.window.end)} can be restored "
+                "(restore_backup --at TIME)."
+            )
+        if not found.running:
+            self.stderr.write(
+                "Warning: `manage.py replicate` is not running: new commits are not replicated.",
+                style_func=self.style.WARNING,
+            )
+        elif found.lag:
+            self.stdout.write(f"Replication: running, {found.lag:.0f} s behind.")
+        else:
+            self.stdout.write("Replication: running, up to date.")
 
     def _list_offsite(self, using: str | None, json: bool) -> None:
         with command_errors():
@@ -80,3 +115,12 @@ class Command(BaseCommand):
                 f"{row['object']:<{width}}  {row['display']:<16}  {human_size(row['size']):>10}  "
                 f"{human_size(row['database_size']):>10}  {row['kind']}"
             )
+
+
+def ago(span: timedelta) -> str:
+    seconds = max(0, int(span.total_seconds()))
+    if seconds < 120:
+        return f"{seconds} seconds ago"
+    if seconds < 7200:
+        return f"{seconds // 60} minutes ago"
+    return f"{seconds // 3600} hours ago"
