@@ -250,9 +250,10 @@ def replicate(config: Config, replication: ReplicationConfig) -> int:
             [program, "replicate", "-config", str(settings_file)], preexec_fn=_die_with_parent
         )
         stopping = threading.Event()
+        signalled = threading.Event()
 
         def pass_on(number: int, frame: FrameType | None) -> None:
-            stopping.set()
+            signalled.set()
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(number)
 
@@ -268,7 +269,7 @@ def replicate(config: Config, replication: ReplicationConfig) -> int:
             stopping.set()
             for number, handler in previous.items():
                 signal.signal(number, handler)
-        if not stopping.is_set():
+        if not signalled.is_set():
             reason = f"litestream replicate stopped by itself (exit status {code})"
             logger.error("Replication of %s stopped: %s", config.database_path, reason)
             notify.failure("replication", reason, database=config.database_path)
@@ -276,7 +277,7 @@ def replicate(config: Config, replication: ReplicationConfig) -> int:
         return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
 
 
-def _die_with_parent() -> None:
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child, before exec
     # In the child, before Litestream starts: should this process be killed (kill -9 gives
     # it no chance to pass a signal on), Linux kills Litestream too, instead of leaving it
     # replicating unseen beside the one the next `replicate` starts. Litestream is made to
