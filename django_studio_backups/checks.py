@@ -353,15 +353,27 @@ def check_replication(
                 id="studio_backups.E063",
             )
         ]
+    found: list[checks.CheckMessage] = []
+    if services.replication_host_key_unchecked():
+        found.append(
+            checks.Warning(
+                "Replication over SFTP does not check the server's host key: anyone who can "
+                "take the server's address can receive the studio's data.",
+                hint="Set STUDIO_BACKUPS['REPLICATION']['OPTIONS']['host-key'] to the key "
+                "`ssh-keyscan -t ed25519 HOST` prints (the part from 'ssh-ed25519').",
+                id="studio_backups.W062",
+            )
+        )
     if not _schedule_meant_to_run() or services.replication_running():
-        return []
+        return found
     return [
+        *found,
         checks.Warning(
             "STUDIO_BACKUPS['REPLICATION'] is set, but `manage.py replicate` is not running: "
             "commits are not replicated, and cannot be restored to a moment.",
             hint="Run it under systemd or supervisor (see the README's unit file).",
             id="studio_backups.W060",
-        )
+        ),
     ]
 
 

@@ -153,7 +153,7 @@ def window(config: Config, replication: ReplicationConfig) -> Window | None:
         config, replication, "ltx", "-level", "all", "-json", str(config.database_path)
     )
     try:
-        files = json.loads(listed.stdout or "[]") or []
+        files = _json_of(listed.stdout)
         times = [(int(f["level"]), _parse_time(f["timestamp"])) for f in files]
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
@@ -163,6 +163,18 @@ def window(config: Config, replication: ReplicationConfig) -> Window | None:
     top = max(level for level, _ in times)
     start = min(moment for level, moment in times if level == top)
     return Window(start, max(moment for _, moment in times))
+
+
+def _json_of(output: str) -> Any:
+    # Litestream may log to stdout before its JSON ("sftp host key not verified", say):
+    # the JSON starts at the first line that opens a list or an object.
+    lines = output.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(("[", "{"))), None)
+    if start is None:
+        if output.strip():
+            raise ValueError(f"no JSON in {output.strip()[:200]!r}")
+        return []
+    return json.loads("\n".join(lines[start:]))
 
 
 def _parse_time(text: str) -> datetime:
@@ -206,8 +218,8 @@ def _behind(config: Config, replication: ReplicationConfig) -> bool:
     said = _litestream(config, replication, "status", "-json", str(config.database_path))
     listed = _litestream(config, replication, "ltx", "-json", str(config.database_path))
     try:
-        local = int(json.loads(said.stdout)[0]["local_txid"], 16)
-        files = json.loads(listed.stdout or "[]") or []
+        local = int(_json_of(said.stdout)[0]["local_txid"], 16)
+        files = _json_of(listed.stdout)
         replicated = max((int(f["max_txid"], 16) for f in files), default=0)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ReplicationFailed(f"litestream status said what this app cannot read: {exc}") from exc

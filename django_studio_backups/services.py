@@ -394,6 +394,12 @@ def replication_running(*, using: str | None = None) -> bool:
     return replication.is_running(get_config(using))
 
 
+def replication_host_key_unchecked(*, using: str | None = None) -> bool:
+    """Whether the replica is on an SFTP server whose host key Litestream would not check."""
+    settings = _replication(using)
+    return settings.url.startswith("sftp:") and not settings.options.get("host-key")
+
+
 def replication_trouble(*, using: str | None = None) -> str | None:
     """Why the replica is not keeping up, or None (asks Litestream: a network call)."""
     return replication.trouble(get_config(using), _replication(using))
