@@ -137,7 +137,8 @@ class PointInTime:
     def replicating(self, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
         """``manage.py replicate`` in a process group of its own, once the replica holds
         the whole database; stopped with SIGTERM at the end unless killed before."""
-        with open(self.ws.scratch / "replicate.log", "ab") as log:
+        said = self.ws.scratch / "replicate.log"
+        with open(said, "ab") as log:
             process = subprocess.Popen(
                 self.ws.manage("replicate"),
                 env=env,
@@ -148,7 +149,10 @@ class PointInTime:
                 start_new_session=True,
             )
         try:
-            self.caught_up(env)
+            try:
+                self.caught_up(env)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\nmanage.py replicate said:\n{said.read_text()}") from exc
             yield process
         finally:
             if process.poll() is None:
@@ -237,6 +241,7 @@ class PointInTime:
         if newest >= last:
             lost = 0.0
         elif newest == 0:
+            # Not one commit came back: everything since the writer started was lost.
             lost = commits.times[-1] - commits.times[0]
         else:
             lost = commits.times[-1] - commits.time_of(newest)

@@ -275,8 +275,8 @@ def point_in_time_block(results: PointInTimeResults, context: Context, command: 
         "`replicate`, and with it (the RPO runs above, once the replica had caught up); "
         f"the first {point_in_time.WARM_UP:g} s of each run are left out.",
         "",
-        "| replication | commits | commits/s | p50 ms | p99 ms | worst commit ms | errors "
-        "| p99 vs off |",
+        "| replication | commits (all runs) | commits/s | p50 ms | p99 ms | worst commit ms "
+        "| errors | p99 vs off |",
         "|---|---|---|---|---|---|---|---|",
     ]
     off = Summary.of([r.p99 for r in results.without_replication]).median

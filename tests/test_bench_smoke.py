@@ -15,38 +15,30 @@ from bench import project, report
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.slow
-def test_bench_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
-    assert (project.DBBACKUP_LIB / "dbbackup").is_dir(), "run `make bench-deps` first"
-    report = tmp_path / "RESULTS.md"
+def run_bench(out: Path, report_path: Path, *args: str, timeout: float) -> str:
+    """``python -m bench`` at 10M, one run of each measurement, with ``args``; the report."""
+    where = ("--out", str(out), "--report", str(report_path))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--size",
-            "10M",
-            "--repeat",
-            "1",
-            "--cap",
-            "3",
-            "--listing",
-            "20,1000",
-            "--writer-seconds",
-            "2",
-            "--out",
-            str(tmp_path / "out"),
-            "--report",
-            str(report),
-        ],
+        [sys.executable, "-m", "bench", "--size", "10M", "--repeat", "1", *args, *where],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=timeout,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    text = report.read_text(encoding="utf-8")
+    return report_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
+    assert (project.DBBACKUP_LIB / "dbbackup").is_dir(), "run `make bench-deps` first"
+    text = run_bench(
+        tmp_path / "out",
+        tmp_path / "RESULTS.md",
+        *("--cap", "3", "--listing", "20,1000", "--writer-seconds", "2"),
+        timeout=240,
+    )
     for method in ("cp + fsync", "sqlite3 .backup", "VACUUM INTO", "dbbackup", "backup_now (ours)"):
         assert re.search(rf"^\| {re.escape(method)} \| \d+\.\d\d \(", text, re.MULTILINE), method
     for heading in ("WAL mode", "rollback-journal mode", "## 4. Restore", "## 5. `list_backups`"):
@@ -61,33 +53,6 @@ def test_bench_runs_end_to_end_and_writes_its_report(tmp_path: Path) -> None:
     assert 9 * 1024 * 1024 < seeded.stat().st_size < 12 * 1024 * 1024
 
 
-def run_point_in_time(out: Path, report_path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--only",
-            "point-in-time",
-            "--size",
-            "10M",
-            "--repeat",
-            "1",
-            "--writer-seconds",
-            "3",
-            "--out",
-            str(out),
-            "--report",
-            str(report_path),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 @pytest.mark.slow
 def test_point_in_time_phases_alone_measure_the_rpo_and_keep_the_rest_of_the_report(
     tmp_path: Path,
@@ -96,9 +61,12 @@ def test_point_in_time_phases_alone_measure_the_rpo_and_keep_the_rest_of_the_rep
     earlier = "# Benchmark results\n\n## 1–2. Backup time\n\n| cp + fsync | 0.52 |\n\n"
     notes = f"{report.NOTES_MARKER}\n\n## What the numbers say\n"
     report_path.write_text(earlier + notes, encoding="utf-8")
-    result = run_point_in_time(tmp_path / "out", report_path)
-    assert result.returncode == 0, result.stdout + result.stderr
-    text = report_path.read_text(encoding="utf-8")
+    text = run_bench(
+        tmp_path / "out",
+        report_path,
+        *("--only", "point-in-time", "--writer-seconds", "3"),
+        timeout=300,
+    )
     # The other sections and the notes are left as they were, section 6 between them.
     assert text.startswith(earlier)
     assert text.endswith(notes)
