@@ -1,4 +1,6 @@
-"""``python -m bench``: run every measurement and write the Markdown report."""
+"""``python -m bench``: run every measurement and write the Markdown report.
+
+``--only point-in-time`` runs section 6 alone and rewrites only its part of the report."""
 
 from __future__ import annotations
 
@@ -10,8 +12,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from . import project, report
+from . import point_in_time, project, report
+from .paced_writer import INTERVAL
+from .point_in_time import PointInTime, PointInTimeResults
 from .scenarios import LISTING_SIZES, Bench, Results
+
+POINT_IN_TIME = "point-in-time"
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -30,8 +36,20 @@ def main(argv: list[str] | None = None) -> Path:
         default=",".join(map(str, LISTING_SIZES)),
         help="numbers of backup files to list, comma-separated",
     )
+    parser.add_argument(
+        "--only",
+        choices=[POINT_IN_TIME],
+        help="run only these phases, and rewrite only their section of the report",
+    )
+    parser.add_argument(
+        "--writer-seconds",
+        type=float,
+        default=point_in_time.WRITER_SECONDS,
+        help="how long the writer commits in the RPO and replication-latency runs",
+    )
     args = parser.parse_args(argv)
-    project.ensure_dbbackup()
+    if args.only is None:
+        project.ensure_dbbackup()
 
     started = time.monotonic()
     load_before = os.getloadavg()
@@ -45,10 +63,16 @@ def main(argv: list[str] | None = None) -> Path:
     workspace.prepare()
     bench = Bench(workspace, args.repeat, args.cap, say)
     results = Results(size=args.size)
-    bench.backups(results)
-    bench.writer_impact(results)
-    bench.restores(results)
-    bench.listing(results, tuple(int(n) for n in args.listing.split(",")))
+    if args.only is None:
+        bench.backups(results)
+        bench.writer_impact(results)
+        bench.restores(results)
+        bench.listing(results, tuple(int(n) for n in args.listing.split(",")))
+    measured = PointInTimeResults(args.writer_seconds, INTERVAL)
+    phases = PointInTime(bench, args.writer_seconds)
+    phases.recovery_and_latency(measured)
+    phases.restores(measured)
+    results.point_in_time = measured
     context = report.Context(
         repeat=args.repeat,
         cap=args.cap,
@@ -57,14 +81,16 @@ def main(argv: list[str] | None = None) -> Path:
         started=stamp,
         minutes=(time.monotonic() - started) / 60,
     )
-    notes = ""
-    if args.report.exists():
+    old = args.report.read_text(encoding="utf-8") if args.report.exists() else ""
+    if args.only is not None:
+        command = f"python -m bench --size {args.size} --only {args.only}"
+        block = report.point_in_time_block(measured, context, command)
+        text = report.splice_point_in_time(old or "# Benchmark results\n", block)
+    else:
         # What people wrote below the marker (analysis, tuning runs) survives a new run.
-        old = args.report.read_text(encoding="utf-8")
-        if report.NOTES_MARKER in old:
-            notes = old[old.index(report.NOTES_MARKER) :]
-    text = report.render(results, context) + "\n"
-    args.report.write_text(text + ("\n" + notes if notes else ""), encoding="utf-8")
+        notes = old[old.index(report.NOTES_MARKER) :] if report.NOTES_MARKER in old else ""
+        text = report.render(results, context) + "\n" + ("\n" + notes if notes else "")
+    args.report.write_text(text, encoding="utf-8")
     raw = workspace.root / "results.json"
     raw.write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str))
     say(f"wrote {args.report} and {raw}")

@@ -7,10 +7,13 @@ import os
 import platform
 import sqlite3
 import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-from . import project
+from . import point_in_time, project
 from .measure import Run, Summary
+from .point_in_time import Latency, PointInTimeResults
 from .scenarios import Results, WriterRun
 
 MIB = 1024 * 1024
@@ -18,6 +21,11 @@ BASELINE = "cp + fsync"
 OURS_BACKUP = "backup_now (ours)"
 OURS_RESTORE = "restore_backup (ours)"
 NOTES_MARKER = "<!-- Notes: kept when the benchmark rewrites the tables above. -->"
+# `--only point-in-time` rewrites what lies between these two, and leaves the rest.
+POINT_IN_TIME_BEGIN = "<!-- Point-in-time phases: begin. -->"
+POINT_IN_TIME_END = "<!-- Point-in-time phases: end. -->"
+RPO_TARGET = 2.0
+REPLICATION_P99_TARGET = 1.2
 
 
 @dataclass(frozen=True)
@@ -218,7 +226,145 @@ def render(results: Results, context: Context) -> str:
             f"{millis(Summary.of(timings['warm']))} | {seconds(Summary.of(timings['command']))} |"
         )
     lines += ["", "## Targets", "", *targets(results), ""]
+    if results.point_in_time is not None:
+        command = f"make bench SIZE={results.size}"
+        lines += [point_in_time_block(results.point_in_time, context, command), ""]
     return "\n".join(lines)
+
+
+def point_in_time_block(results: PointInTimeResults, context: Context, command: str) -> str:
+    """Section 6, between its markers, with its own run line: `--only` reruns it alone."""
+    litestream = command_output([str(Path(sys.executable).parent / "litestream"), "version"])
+    seconds_written = f"{results.writer_seconds:g}"
+    lines = [
+        POINT_IN_TIME_BEGIN,
+        "## 6. Point-in-time recovery (Litestream)",
+        "",
+        f"`{command}`, run {context.started} ({context.minutes:.0f} minutes; load average "
+        f"{context.load_before[0]:.2f} before, {context.load_after[0]:.2f} after): the "
+        f"example project's database, {results.database_bytes / MIB:,.0f} MiB. Litestream "
+        f"{litestream}, run by `manage.py replicate` at the default sync interval (1 s). Each "
+        f"figure is the median (min–max) of {context.repeat} runs, all in the same run.",
+        "",
+        "### RPO: the commits lost with the disk",
+        "",
+        f"A writer process commits one row every {results.interval * 1000:g} ms (autocommit, "
+        f"WAL, synchronous=NORMAL; each id and time logged once its commit has returned) for "
+        f"{seconds_written} s while `manage.py replicate` sends the database to a file "
+        "replica. Then the writer, `replicate` and its Litestream are killed together (kill -9 "
+        "of their process groups) and the database, its -wal and -shm are deleted. A new "
+        "machine (an empty folder, the same settings) runs `manage.py restore_backup --at "
+        "latest --no-input`. Seconds lost: the time of the last logged commit minus that of "
+        "the newest commit recovered.",
+        "",
+        "| run | commits logged | newest recovered | commits lost | seconds lost "
+        "| ids 1…n without a hole | recovery on the new machine s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for number, run in enumerate(results.recovery, 1):
+        lines.append(
+            f"| {number} | {run.last_logged:,} | {run.recovered:,} | {run.lost_rows:,} | "
+            f"{run.lost_seconds:.2f} | {'yes' if run.contiguous else '**no**'} | "
+            f"{run.recovery_seconds:.2f} |"
+        )
+    lines += [
+        "",
+        "### Writer latency with replication on and off",
+        "",
+        f"The same writer for {seconds_written} s on the same database, without "
+        "`replicate`, and with it (the RPO runs above, once the replica had caught up); "
+        f"the first {point_in_time.WARM_UP:g} s of each run are left out.",
+        "",
+        "| replication | commits (all runs) | commits/s | p50 ms | p99 ms | worst commit ms "
+        "| errors | p99 vs off |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    off = Summary.of([r.p99 for r in results.without_replication]).median
+    on = Summary.of([r.latency.p99 for r in results.recovery]).median
+    for label, runs in (
+        ("off", results.without_replication),
+        ("on (`manage.py replicate`)", [r.latency for r in results.recovery]),
+    ):
+        lines.append(latency_row(label, runs, off))
+    lines += [
+        "",
+        "### Restoring the database to a moment",
+        "",
+        f"Replicas of the {results.database_bytes / MIB:,.0f} MiB database plus "
+        f"{point_in_time.ROWS_AROUND_THE_MOMENT} commits before a moment and as many after "
+        f"it ({point_in_time.QUIET:g} s apart), with `replicate` stopped before the restores. "
+        "A moment: `services.fetch_moment` (Litestream's restore into the backup folder, "
+        "`quick_check`, SHA-256, published as a backup) then `services.restore` of it; the "
+        "baseline is `services.restore` of a snapshot backup of the same database. Both "
+        "restores check the backup, make a safety backup first and copy in one transaction. "
+        "The command column is the whole process, Python and Django start-up included.",
+        "",
+        "| method | fetch s | restore s | command s | vs snapshot | the moment's data exactly |",
+        "|---|---|---|---|---|---|",
+    ]
+    snapshot = Summary.of([r.command for r in results.restore[point_in_time.SNAPSHOT]]).median
+    for method, restores in results.restore.items():
+        command_time = Summary.of([r.command for r in restores])
+        fetched = (
+            "–"
+            if method == point_in_time.SNAPSHOT
+            else seconds(Summary.of([r.fetch for r in restores]))
+        )
+        exact = sum(r.exact for r in restores)
+        lines.append(
+            f"| {method} | {fetched} | {seconds(Summary.of([r.restore for r in restores]))} | "
+            f"{seconds(command_time)} | {ratio(command_time.median, snapshot)} | "
+            f"{'–' if method == point_in_time.SNAPSHOT else f'{exact} of {len(restores)}'} |"
+        )
+    worst = max(r.lost_seconds for r in results.recovery)
+    median = Summary.of([r.lost_seconds for r in results.recovery]).median
+    contiguous = sum(r.contiguous for r in results.recovery)
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines += [
+        "",
+        "Targets:",
+        "",
+        f"- RPO ≤ {RPO_TARGET:g} s at the default sync interval: worst {worst:.2f} s, median "
+        f"{median:.2f} s — {mark(worst <= RPO_TARGET)}",
+        f"- Recovered ids contiguous from 1 (no hole): {contiguous} of {len(results.recovery)} "
+        f"runs — {'holds' if contiguous == len(results.recovery) else '**broken**'}",
+        f"- Writer p99 with replication ≤ {REPLICATION_P99_TARGET:g}× without: "
+        f"{on * 1000:.2f} ms vs {off * 1000:.2f} ms = {ratio(on, off)} — "
+        f"{mark(on <= REPLICATION_P99_TARGET * off)}",
+        POINT_IN_TIME_END,
+    ]
+    return "\n".join(lines)
+
+
+def latency_row(label: str, runs: list[Latency], baseline_p99: float) -> str:
+    p99 = Summary.of([r.p99 for r in runs])
+    return (
+        f"| {label} | {sum(r.commits for r in runs):,} | "
+        f"{Summary.of([r.commits_per_second for r in runs]).median:,.0f} | "
+        f"{fine_millis(Summary.of([r.p50 for r in runs]))} | {fine_millis(p99)} | "
+        f"{fine_millis(Summary.of([r.worst for r in runs]))} | {sum(r.errors for r in runs)} | "
+        f"{ratio(p99.median, baseline_p99)} |"
+    )
+
+
+def fine_millis(summary: Summary) -> str:
+    return f"{summary.median * 1000:.2f} ({summary.low * 1000:.2f}–{summary.high * 1000:.2f})"
+
+
+def splice_point_in_time(old: str, block: str) -> str:
+    """``old`` report with its section 6 replaced by ``block`` (added before the notes if it
+    had none)."""
+    if POINT_IN_TIME_BEGIN in old and POINT_IN_TIME_END in old:
+        start = old.index(POINT_IN_TIME_BEGIN)
+        end = old.index(POINT_IN_TIME_END) + len(POINT_IN_TIME_END)
+        return old[:start] + block + old[end:]
+    if NOTES_MARKER in old:
+        start = old.index(NOTES_MARKER)
+        return old[:start] + block + "\n\n\n" + old[start:]
+    return old.rstrip("\n") + "\n\n" + block + "\n"
 
 
 def targets(results: Results) -> list[str]:

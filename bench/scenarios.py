@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import measure, project, writer
 from .measure import Run
+from .point_in_time import PointInTimeResults
 from .project import Workspace
 
 WRITER_WARM_UP = 0.5
@@ -50,6 +51,7 @@ class Results:
     restore: dict[str, list[Run]] = field(default_factory=dict)
     restore_writer: dict[str, dict[str, list[WriterRun]]] = field(default_factory=dict)
     listing: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    point_in_time: PointInTimeResults | None = None
 
 
 class Bench:

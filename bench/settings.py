@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -34,3 +35,10 @@ STORAGES = {
 
 # Our own log lines would only add noise to the benchmark's output.
 LOGGING = {"version": 1, "disable_existing_loggers": False}
+
+if os.environ.get("BENCH_REPLICA_URL"):
+    # The point-in-time phases: Litestream at its default sync interval.
+    STUDIO_BACKUPS["REPLICATION"] = {
+        "URL": os.environ["BENCH_REPLICA_URL"],
+        "OPTIONS": json.loads(os.environ.get("BENCH_REPLICA_OPTIONS", "{}")),
+    }
