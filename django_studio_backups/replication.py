@@ -27,7 +27,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import archive, locking, notify, sqlite_file
+from . import archive, locking, notify, replication_record, sqlite_file
 from .conf import Config
 from .exceptions import ReplicationFailed
 from .replication_conf import ReplicationConfig
@@ -283,10 +283,14 @@ def _watch(config: Config, replication: ReplicationConfig, stopping: threading.E
     behind = False
     while not stopping.wait(every):
         try:
-            lag = status(config, replication).lag
+            found = status(config, replication)
         except ReplicationFailed as exc:
             logger.warning("Could not read the replication lag: %s", exc)
+            replication_record.note_failure(config, str(exc))
             continue
+        # For the admin, which must not wait on the replica's storage to show them.
+        replication_record.note(config, found)
+        lag = found.lag
         late = lag is not None and lag > replication.lag_warning
         if late and not behind:
             reason = (
