@@ -426,3 +426,25 @@ def test_an_empty_replica_and_a_missing_litestream(
     assert digest(studio_db.path) == before
     assert services.backups() == []
     assert LogEntry.objects.count() == 0
+
+
+@pytest.mark.usefixtures("configured")
+def test_the_box_and_the_form_speak_spanish(studio_db: StudioDB, admin_client: Client) -> None:
+    record(
+        conf.get_config(),
+        at=timezone.now().isoformat(),
+        start=(timezone.now() - timedelta(days=1)).isoformat(),
+        end=timezone.now().isoformat(),
+        lag=0,
+    )
+    page = admin_client.get(url("changelist"), HTTP_ACCEPT_LANGUAGE="es").content.decode()
+    assert "Se puede restaurar cualquier momento desde el " in page
+    assert re.search(r"hasta hace \d+ segundos?\.", page)
+    assert "Replicación: detenida." in page
+    assert "Restaurar a un momento…" in page
+    form = admin_client.post(
+        url("restore_moment"), {"moment": "ayer"}, HTTP_ACCEPT_LANGUAGE="es"
+    ).content.decode()
+    assert "“ayer” no es una fecha y hora." in form
+    assert "En la hora del estudio (America/Hermosillo), al segundo." in form
+    assert 'value="Continuar"' in form
