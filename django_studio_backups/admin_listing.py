@@ -244,8 +244,10 @@ def window_text(seen: services.ReplicationSeen) -> str:
 
 
 def ago(moment: datetime) -> str:
-    """ "12 seconds ago", "3 hours, 5 minutes ago", or the date for a day or more."""
+    """ "now", "12 seconds ago", "3 hours, 5 minutes ago", or the date for a day or more."""
     elapsed = max(0, int((timezone.now() - moment).total_seconds()))
+    if elapsed == 0:
+        return _("now")
     if elapsed < 60:
         return ngettext("%(count)d second ago", "%(count)d seconds ago", elapsed) % {
             "count": elapsed
