@@ -30,8 +30,14 @@ from django.views.decorators.http import require_POST
 from . import services
 from .admin_listing import Row, offsite_status, page_warnings, replication_summary, window_text
 from .admin_moment import SHOWN_FORMAT, MomentForm, refused
-from .admin_texts import advice, cause, change_text, explained, with_detail
-from .exceptions import SETTINGS, BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
+from .admin_texts import (
+    cause,
+    change_text,
+    explained,
+    replication_settings_wrong,
+    with_detail,
+)
+from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
 from .models import Backup
 from .services import BackupFile
 from .size_chart import size_chart
@@ -312,13 +318,7 @@ class BackupAdmin(ModelAdmin):
             seen = services.replication_seen()
         except ImproperlyConfigured as exc:
             self.message_user(
-                request,
-                with_detail(
-                    _("Continuous replication does not run: its settings are wrong. %(advice)s")
-                    % {"advice": advice(SETTINGS)},
-                    str(exc),
-                ),
-                messages.ERROR,
+                request, with_detail(replication_settings_wrong(), str(exc)), messages.ERROR
             )
             return self._to_changelist()
         form = MomentForm(seen, request.POST if request.method == "POST" else None)

@@ -15,7 +15,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from . import exceptions, services
-from .admin_texts import KIND_LABELS, OFFSITE_STATES, Notice, advice, cause, check_state
+from .admin_texts import (
+    KIND_LABELS,
+    OFFSITE_STATES,
+    Notice,
+    advice,
+    cause,
+    check_state,
+    replication_settings_wrong,
+)
 from .services import BackupFile
 
 # The studio is told as soon as a day passes without a backup (checks waits longer).
@@ -158,13 +166,7 @@ def replication_summary(warnings: list[Notice]) -> Replication | None:
             return None
         seen = services.replication_seen()
     except ImproperlyConfigured as exc:
-        warnings.append(
-            Notice(
-                _("Continuous replication does not run: its settings are wrong. %(advice)s")
-                % {"advice": advice(exceptions.SETTINGS)},
-                str(exc),
-            )
-        )
+        warnings.append(Notice(replication_settings_wrong(), str(exc)))
         return None
     if not seen.running:
         warnings.append(
