@@ -15,9 +15,9 @@ from django.contrib import admin, messages
 from django.contrib.admin.models import ADDITION, CHANGE, DELETION, LogEntry
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied
 from django.db import connections, transaction
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.http.response import HttpResponseBase
 from django.template.defaultfilters import filesizeformat
 from django.template.response import TemplateResponse
@@ -28,8 +28,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from . import services
-from .admin_listing import Row, offsite_status, page_warnings
-from .admin_texts import cause, change_text, explained, with_detail
+from .admin_listing import Row, offsite_status, page_warnings, replication_summary, window_text
+from .admin_moment import SHOWN_FORMAT, MomentForm, refused
+from .admin_texts import (
+    cause,
+    change_text,
+    explained,
+    replication_settings_wrong,
+    with_detail,
+)
 from .exceptions import BackupFailed, BackupNotFound, DeleteFailed, RestoreFailed
 from .models import Backup
 from .services import BackupFile
@@ -77,6 +84,7 @@ class BackupAdmin(ModelAdmin):
         return [
             path("", wrap(self.changelist_view), name=f"{info}_changelist"),
             path("create/", wrap(self.create_view), name=f"{info}_create"),
+            path("moment/", wrap(self.restore_moment_view), name=f"{info}_restore_moment"),
             path("<str:name>/verify/", wrap(self.verify_view), name=f"{info}_verify"),
             path("<str:name>/download/", wrap(self.download_view), name=f"{info}_download"),
             path("<str:name>/delete/", wrap(self.delete_backup_view), name=f"{info}_delete"),
@@ -97,6 +105,7 @@ class BackupAdmin(ModelAdmin):
         listed = services.backups()
         warnings = page_warnings()
         offsite = offsite_status(warnings)
+        replication = replication_summary(warnings)
         show = services.time_display()
         rows = [Row.of(backup, show, offsite) for backup in listed]
         context = {
@@ -107,6 +116,7 @@ class BackupAdmin(ModelAdmin):
             "last_backup": services.get_last_backup_display(),
             "warnings": warnings,
             "offsite": offsite is not None,
+            "replication": replication,
             "chart": size_chart(listed, show),
             "growth_warning": services.growth_warning(),
             "has_add_permission": self.has_add_permission(request),
@@ -296,6 +306,67 @@ class BackupAdmin(ModelAdmin):
                 messages.WARNING,
             )
         return self._to_changelist()
+
+    def restore_moment_view(self, request: HttpRequest) -> HttpResponse:
+        """A moment picked from the replica's window, fetched as a backup, then the same
+        confirmation as any restore (``restore_view``)."""
+        if not self.has_restore_permission(request):
+            raise PermissionDenied
+        if not services.replication_configured():
+            raise Http404(_("Continuous replication is not set up."))
+        try:
+            seen = services.replication_seen()
+        except ImproperlyConfigured as exc:
+            self.message_user(
+                request, with_detail(replication_settings_wrong(), str(exc)), messages.ERROR
+            )
+            return self._to_changelist()
+        form = MomentForm(seen, request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            moment = form.cleaned_data["moment"]
+            try:
+                # Litestream fetches it from the replica: a network call, on a person's click.
+                backup = services.fetch_moment(moment)
+            except services.BadMoment as exc:
+                form.add_error("moment", with_detail(refused(moment, seen), str(exc)))
+            except RestoreFailed as exc:
+                self.message_user(
+                    request,
+                    with_detail(
+                        _(
+                            "The database could not be fetched from the replica; nothing was "
+                            "changed. %(explained)s"
+                        )
+                        % {"explained": explained(exc)},
+                        str(exc),
+                    ),
+                    messages.ERROR,
+                )
+            else:
+                when = backup.created_at.astimezone(services.time_zone()).strftime(SHOWN_FORMAT)
+                self._log(
+                    request,
+                    backup.name,
+                    ADDITION,
+                    _("Fetched from the replica: the database as it was at %(when)s.")
+                    % {"when": when},
+                )
+                return HttpResponseRedirect(
+                    reverse(
+                        f"admin:{self.opts.app_label}_{self.opts.model_name}_restore",
+                        args=[backup.name],
+                        current_app=self.admin_site.name,
+                    )
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Restore to a moment"),
+            "form": form,
+            "window": window_text(seen),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, self._template("restore_moment.html"), context)
 
     # Helpers ---------------------------------------------------------------------------
 

@@ -6,14 +6,24 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from math import ceil
 
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
+from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
 from . import exceptions, services
-from .admin_texts import KIND_LABELS, OFFSITE_STATES, Notice, advice, cause, check_state
+from .admin_texts import (
+    KIND_LABELS,
+    OFFSITE_STATES,
+    Notice,
+    advice,
+    cause,
+    check_state,
+    replication_settings_wrong,
+)
 from .services import BackupFile
 
 # The studio is told as soon as a day passes without a backup (checks waits longer).
@@ -136,3 +146,119 @@ def offsite_status(warnings: list[Notice]) -> services.OffsiteStatus | None:
             )
         )
     return services.offsite_status()
+
+
+@dataclass(frozen=True)
+class Replication:
+    """What the page says of the point-in-time restores: the window and the replication's
+    state, from what `manage.py replicate` recorded (the replica is never asked here)."""
+
+    window: str
+    state: str
+    seen: services.ReplicationSeen
+
+
+def replication_summary(warnings: list[Notice]) -> Replication | None:
+    """None when replication is not set up. Like ``offsite_status``, nothing here waits on
+    the network."""
+    try:
+        if not services.replication_configured():
+            return None
+        seen = services.replication_seen()
+    except ImproperlyConfigured as exc:
+        warnings.append(Notice(replication_settings_wrong(), str(exc)))
+        return None
+    if not seen.running:
+        warnings.append(
+            Notice(
+                _(
+                    "Continuous replication is not running: what is saved from now on cannot "
+                    "be restored to a moment. Ask whoever set up the server to start "
+                    "“manage.py replicate”."
+                )
+            )
+        )
+        state = _("Replication: not running.")
+    elif seen.at is None:
+        state = _("Replication: running; it reports its state a few seconds after it starts.")
+    elif not seen.current:
+        warnings.append(
+            Notice(
+                _(
+                    "Continuous replication has not reported since %(when)s: what the page "
+                    "says of it may be out of date. If it keeps happening, ask whoever set up "
+                    "the server to check the replica's storage."
+                )
+                % {"when": local_time(seen.at)},
+                seen.error,
+            )
+        )
+        state = _("Replication: running, not reported since %(when)s.") % {
+            "when": local_time(seen.at)
+        }
+    else:
+        lag = ceil(seen.lag or 0)
+        values = {"seconds": lag, "time": clock_time(seen.at)}
+        if lag == 0:
+            state = _("Replication: running, up to date (as of %(time)s).") % values
+        else:
+            state = (
+                ngettext(
+                    "Replication: running, %(seconds)d second behind (as of %(time)s).",
+                    "Replication: running, %(seconds)d seconds behind (as of %(time)s).",
+                    lag,
+                )
+                % values
+            )
+        if seen.late:
+            warnings.append(
+                Notice(
+                    _(
+                        "The replica is %(seconds)d seconds behind: the newest changes cannot "
+                        "be restored to a moment yet. If it keeps happening, ask whoever set "
+                        "up the server to check the replica's storage."
+                    )
+                    % values
+                )
+            )
+    return Replication(window_text(seen), state, seen)
+
+
+def restorable_until(seen: services.ReplicationSeen) -> datetime | None:
+    """The newest moment the replica holds, as far as is known."""
+    if seen.current and seen.at is not None and seen.lag is not None:
+        # Up to date then: every moment until then is in the replica, even with no
+        # commit since the window's end.
+        return seen.at - timedelta(seconds=seen.lag)
+    return seen.end
+
+
+def window_text(seen: services.ReplicationSeen) -> str:
+    until = restorable_until(seen)
+    if seen.start is None or until is None:
+        if seen.at is None:
+            return _("The moments that can be restored are not known yet.")
+        return _("The replica holds nothing yet: no moment can be restored from it.")
+    return _("Any moment can be restored from %(start)s to %(end)s.") % {
+        "start": local_time(seen.start),
+        "end": ago(until),
+    }
+
+
+def ago(moment: datetime) -> str:
+    """ "now", "12 seconds ago", "3 hours, 5 minutes ago", or the date for a day or more."""
+    elapsed = max(0, int((timezone.now() - moment).total_seconds()))
+    if elapsed == 0:
+        return _("now")
+    if elapsed < 60:
+        return ngettext("%(count)d second ago", "%(count)d seconds ago", elapsed) % {
+            "count": elapsed
+        }
+    if elapsed < 24 * 3600:
+        return _("%(time)s ago") % {"time": timesince(moment)}
+    return local_time(moment)
+
+
+def clock_time(moment: datetime) -> str:
+    """The time of day of ``moment`` in the studio's time zone, to the second."""
+    return moment.astimezone(services.time_zone()).strftime("%H:%M:%S")

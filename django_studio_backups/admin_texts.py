@@ -106,6 +106,12 @@ def advice(problem: str) -> str:
     return str(ADVICE.get(problem, ADVICE[exceptions.OTHER]))
 
 
+def replication_settings_wrong() -> str:
+    return _("Continuous replication does not run: its settings are wrong. %(advice)s") % {
+        "advice": advice(exceptions.SETTINGS)
+    }
+
+
 def explained(error: BackupError) -> str:
     return f"{cause(error.problem)} {advice(error.problem)}"
 

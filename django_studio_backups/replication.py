@@ -27,7 +27,7 @@ from typing import Any
 
 from django.utils import timezone
 
-from . import archive, locking, notify, sqlite_file
+from . import archive, locking, notify, replication_record, sqlite_file
 from .conf import Config
 from .exceptions import ReplicationFailed
 from .replication_conf import ReplicationConfig
@@ -205,6 +205,10 @@ def trouble(config: Config, replication: ReplicationConfig) -> str | None:
         lag = status(config, replication).lag
     except ReplicationFailed as exc:
         return f"the replica cannot be read: {exc}"
+    return _lag_problem(config, replication, lag)
+
+
+def _lag_problem(config: Config, replication: ReplicationConfig, lag: float | None) -> str | None:
     if lag is not None and lag > replication.lag_warning:
         return (
             f"the replica of {config.database_path} is {lag:.0f} s behind (more than "
@@ -316,7 +320,15 @@ def _watch(config: Config, replication: ReplicationConfig, stopping: threading.E
     every = min(WATCH_EVERY, replication.lag_warning / 2)
     behind = False
     while not stopping.wait(every):
-        reason = trouble(config, replication)
+        try:
+            found = status(config, replication)
+        except ReplicationFailed as exc:
+            # For the admin, which must not wait on the replica's storage to show it.
+            replication_record.note_failure(config, str(exc))
+            reason: str | None = f"the replica cannot be read: {exc}"
+        else:
+            replication_record.note(config, found)
+            reason = _lag_problem(config, replication, found.lag)
         if reason is not None and not behind:
             logger.error("Replication is behind: %s", reason)
             notify.failure("replication", reason, database=config.database_path)

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from . import (
     offsite_record,
     point_in_time,
     replication,
+    replication_record,
     restoring,
     retention,
     signals,
@@ -126,6 +127,10 @@ Failure = state.Failure
 RestoreReport = restoring.RestoreReport
 # What was recorded of each backup's off-site copy (see offsite_status()).
 OffsiteStatus = offsite_record.Status
+# What `replicate` last recorded of the replica, and whether it runs (see replication_seen()).
+ReplicationSeen = replication_record.Seen
+# A moment the replica cannot restore (parse_moment(), fetch_moment()); a RestoreFailed.
+BadMoment = point_in_time.BadMoment
 # (bytes done, bytes expected), as a backup or restore goes.
 Progress = engine.Progress
 # What to do about an unusual growth (see growth_warning()).
@@ -408,6 +413,21 @@ def replication_trouble(*, using: str | None = None) -> str | None:
 def litestream(*, using: str | None = None) -> str:
     """The litestream program replication uses; ``ReplicationFailed`` when there is none."""
     return replication.executable(_replication(using))
+
+
+def replication_seen(*, using: str | None = None) -> ReplicationSeen:
+    """Whether `manage.py replicate` runs, and the window and lag it last recorded, without
+    asking Litestream (no network); ``ImproperlyConfigured`` for wrong settings."""
+    config = get_config(using)
+    settings = _replication(using)
+    return replication_record.seen(
+        config, running=replication.is_running(config), lag_warning=settings.lag_warning
+    )
+
+
+def time_zone(*, using: str | None = None) -> tzinfo:
+    """The studio's time zone, in which the app shows times and reads naive ones."""
+    return get_config(using).time_zone
 
 
 def parse_moment(text: str, *, using: str | None = None) -> datetime | None:

@@ -35,6 +35,8 @@ OFFSITE_FAILED_COPIES = "offsite_failed_copies"
 # damaged. Cleared by a later copy that passes integrity_check, or by a checked restore.
 LIVE_DAMAGED_AT = "live_database_damaged_at"
 LIVE_DAMAGED_REASON = "live_database_damage"
+# What the running `replicate` last learnt from Litestream (replication_record).
+REPLICATION_SEEN = "replication_seen"
 LOCK_TIMEOUT = 10.0
 
 

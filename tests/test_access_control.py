@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import string
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pytest
@@ -21,6 +22,7 @@ from django.contrib.auth.models import Permission, User
 from django.http import FileResponse
 from django.test import Client
 from django.urls import reverse
+from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import engine, services
 from django_studio_backups.models import Backup
@@ -59,9 +61,12 @@ TABLE = {
     ("delete", "POST"): "login login login 403 403 403 302* 403 403 302*",
     ("restore", "GET"): "login login login 403 403 403 403 200 403 200",
     ("restore", "POST"): "login login login 403 403 403 403 302* 403 302*",
+    # With replication set up; a POST without a moment shows the form again.
+    ("restore_moment", "GET"): "login login login 403 403 403 403 200 403 200",
+    ("restore_moment", "POST"): "login login login 403 403 403 403 200 403 200",
 }
 # Django's CSRF check comes before anything else: no one gets further without the token.
-for view in ("changelist", "create", "verify", "download", "delete", "restore"):
+for view in ("changelist", "create", "verify", "download", "delete", "restore", "restore_moment"):
     TABLE[view, "POST without CSRF token"] = " ".join(["403"] * len(USERS))
 
 
@@ -102,7 +107,7 @@ def client_for(user: User | None) -> Client:
 def request(client: Client, view: str, method: str, name: str) -> Response:
     path = reverse(
         f"admin:django_studio_backups_backup_{view}",
-        args=[] if view in ("changelist", "create") else [name],
+        args=[] if view in ("changelist", "create", "restore_moment") else [name],
     )
     if method == "GET":
         return client.get(path)
@@ -162,7 +167,12 @@ def assert_done(view: str, db: StudioDB, name: str, before: State, r: Response) 
 # Transactional: a restore refuses to run inside the transaction a plain django_db test opens.
 @pytest.mark.django_db(databases=["default", "studio"], transaction=True)
 @pytest.mark.parametrize(("view", "method"), list(TABLE))
-def test_access(studio_db: StudioDB, view: str, method: str) -> None:
+def test_access(
+    studio_db: StudioDB, view: str, method: str, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    if view == "restore_moment":
+        replication = {"URL": f"file://{tmp_path / 'replica'}"}
+        settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "REPLICATION": replication}
     name = fresh_state(studio_db)
     login = reverse("admin:login")
     for kind, cell in zip(USERS, TABLE[view, method].split(), strict=True):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -19,11 +21,16 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from pytest_django.live_server_helper import LiveServer
 
 from django_studio_backups import services
+from tests.conftest import StudioDB
+from tests.replication_helpers import add_one_by_one, replicating, settle, wait_for_replica
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
 TIMEOUT = 20
+ZONE = ZoneInfo("America/Hermosillo")
+# What a datetime-local input holds.
+INPUT = "%Y-%m-%dT%H:%M:%S"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -312,3 +319,52 @@ def test_a_damaged_backup_cannot_be_restored_and_a_restore_says_what_it_takes(
     assert "Users: 4 now → 1 in the backup (3 will be lost)" in changes
     assert "Everything saved after " in page.find("#studio-backups-since").text
     page.screenshot("restore-what-it-takes")
+
+
+@pytest.mark.django_db(databases=["default", "studio"], transaction=True)
+def test_restore_to_a_moment_with_the_picker(
+    browser: Any,
+    live_server: LiveServer,
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    tmp_path: Path,
+) -> None:
+    User.objects.create_superuser("recepcion", password="tinta-2026")
+    replica = {"URL": f"file://{tmp_path / 'replica'}", "SYNC_INTERVAL": 0.5, "LAG_WARNING": 2}
+    with replicating(studio_db, settings, replica, {}):
+        add_one_by_one(studio_db, "a0")
+        moment = settle(3)
+        add_one_by_one(studio_db, "b0")
+        wait_for_replica(studio_db, {"b0"})
+        deadline = time.monotonic() + 60
+        while not (seen := services.replication_seen()).current or seen.end is None:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.2)
+
+        page = Page(browser, live_server, "en")
+        page.open("/admin/django_studio_backups/backup/")
+        page.log_in("recepcion", "tinta-2026")
+        window = page.wait_for("#studio-backups-window").text
+        assert window.startswith("Any moment can be restored from ")
+        page.screenshot("replication-box")
+        page.click_and_wait(page.find("#studio-backups-restore-moment"), "#studio-backups-moment")
+        picker = page.find("input[name=moment]")
+        assert picker.get_attribute("type") == "datetime-local"
+        assert picker.get_attribute("min") <= moment.astimezone(ZONE).strftime(INPUT)
+        # The picker's own controls differ by browser and language; its value is standard.
+        browser.execute_script(
+            "arguments[0].value = arguments[1]", picker, moment.astimezone(ZONE).strftime(INPUT)
+        )
+        page.screenshot("moment-picker")
+        page.click_and_wait(
+            page.find("#studio-backups-moment [type=submit]"), "#studio-backups-restore-details"
+        )
+        [fetched] = [b for b in services.backups() if b.kind == "point-in-time"]
+        assert fetched.name in page.body()
+        assert "Clients: 4 now → 3 in the backup (1 will be lost)" in page.body()
+        page.screenshot("moment-confirmation")
+        page.click_and_wait(page.find("input[value='Yes, restore it']"), "#studio-backups-last")
+        assert any(
+            m.startswith(f"Restored the database from {fetched.name}.") for m in page.messages()
+        )
+    assert studio_db.clients() == ["Ana", "Beto", "a0"]

@@ -11,82 +11,35 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.test import override_settings
-from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, replication, services
 from django_studio_backups.exceptions import ReplicationFailed
 from django_studio_backups.point_in_time import BadMoment
-from django_studio_backups.replication_conf import ReplicationConfig, get_replication_config
-from tests.conftest import REPO, StudioDB, command_env, run_manage
+from tests.conftest import REPO, StudioDB, run_manage
 from tests.offsite_servers import BUCKET, S3Server
+from tests.replication_helpers import (
+    LITESTREAM,
+    Replicator,
+    add_one_by_one,
+    get_replication_config_for,
+    replica_clients,
+    replicating,
+    settle,
+    wait_for_replica,
+)
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-LITESTREAM = Path(sys.executable).parent / "litestream"
-
-
-def get_replication_config_for(replica: dict[str, Any]) -> ReplicationConfig:
-    with override_settings(STUDIO_BACKUPS={"DATABASE": "studio", "REPLICATION": replica}):
-        found = get_replication_config()
-    assert found is not None
-    return found
-
-
-class Replicator:
-    """``manage.py replicate`` in a process of its own, on the test's database."""
-
-    def __init__(self, db: StudioDB, backups: dict[str, Any], env: dict[str, str]) -> None:
-        self.db = db
-        self.backups = backups
-        self.env = env
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "replicate"],
-            env={**command_env(self.db, **self.backups), **self.env},
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while not replication.is_running(conf.get_config()):
-            assert self.process.poll() is None, self.process.communicate()[0]
-            assert time.monotonic() < deadline, "replicate did not start"
-            time.sleep(0.05)
-
-    def stop(self, number: int = signal.SIGTERM) -> tuple[int, str]:
-        assert self.process is not None
-        self.process.send_signal(number)
-        output = self.process.communicate(timeout=60)[0]
-        return self.process.returncode, output
 
 
 @pytest.fixture
 def replica(tmp_path: Path) -> dict[str, Any]:
     return {"URL": f"file://{tmp_path / 'replica'}", "SYNC_INTERVAL": 0.5}
-
-
-@contextlib.contextmanager
-def replicating(
-    db: StudioDB, settings: SettingsWrapper, replica: dict[str, Any], env: dict[str, str]
-) -> Iterator[Replicator]:
-    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "REPLICATION": replica}
-    replicator = Replicator(db, {"REPLICATION": replica}, env)
-    replicator.start()
-    try:
-        wait_for_replica(db, set(db.clients()))
-        yield replicator
-    finally:
-        if replicator.process is not None and replicator.process.poll() is None:
-            replicator.stop()
 
 
 @pytest.fixture
@@ -95,44 +48,6 @@ def replicated(
 ) -> Iterator[Replicator]:
     with replicating(studio_db, settings, replica, {}) as replicator:
         yield replicator
-
-
-def replica_clients(db: StudioDB) -> list[str]:
-    """The clients in the newest state the replica holds."""
-    folder = db.path.parent / "fetched"
-    folder.mkdir(exist_ok=True)
-    target = folder / f"{time.monotonic_ns()}.db"
-    settings = get_replication_config()
-    assert settings is not None
-    replication.fetch(conf.get_config(), settings, None, target)
-    try:
-        return db.clients(target)
-    finally:
-        target.unlink()
-
-
-def wait_for_replica(db: StudioDB, names: set[str], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Exception):
-            if names <= set(replica_clients(db)):
-                return
-        assert time.monotonic() < deadline, f"the replica did not get {sorted(names)}"
-        time.sleep(0.25)
-
-
-def add_one_by_one(db: StudioDB, *names: str) -> None:
-    for name in names:
-        db.add_clients(name)
-
-
-def settle(seconds: float = 1.5) -> datetime:
-    """A moment ``seconds`` after the last commit (the replica syncs every 0.5 s), and as
-    long before the next."""
-    time.sleep(seconds)
-    moment = timezone.now()
-    time.sleep(seconds)
-    return moment
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from django_studio_backups import checks, conf, replication, services
 from django_studio_backups.replication_conf import get_replication_config
 from tests.conftest import StudioDB, mounted_tmpfs
 from tests.notify_servers import SMTPServer
-from tests.test_replication import add_one_by_one, replicating
+from tests.replication_helpers import add_one_by_one, replicating
 
 
 def ids(found: list[Any]) -> list[str | None]:

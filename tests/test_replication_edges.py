@@ -19,7 +19,7 @@ from django_studio_backups import conf, locking, replication, services
 from django_studio_backups.exceptions import ReplicationFailed, RestoreFailed
 from django_studio_backups.point_in_time import BadMoment
 from tests.conftest import StudioDB, run_manage
-from tests.test_replication import LITESTREAM, Replicator, get_replication_config_for
+from tests.replication_helpers import LITESTREAM, Replicator, get_replication_config_for
 
 LTX = [{"level": 0, "min_txid": "01", "max_txid": "01", "timestamp": "2026-12-01T10:00:00Z"}]
 

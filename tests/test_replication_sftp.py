@@ -12,7 +12,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import checks, services
 from tests.conftest import StudioDB
 from tests.offsite_servers import SSHServer
-from tests.test_replication import add_one_by_one, replicating, settle, wait_for_replica
+from tests.replication_helpers import add_one_by_one, replicating, settle, wait_for_replica
 
 
 @pytest.fixture
