@@ -25,12 +25,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from . import archive, locking, notify, replication_record, sqlite_file
+from . import archive, locking, notify, replication_record, signals, sqlite_file
 from .conf import Config
 from .exceptions import ReplicationFailed
-from .replication_conf import ReplicationConfig
+from .replication_conf import ReplicationConfig, get_replication_config
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -215,6 +216,27 @@ def _lag_problem(config: Config, replication: ReplicationConfig, lag: float | No
             f"LAG_WARNING, {replication.lag_warning:g} s)"
         )
     return None
+
+
+def keeps_up(config: Config) -> bool:
+    """For the daily job: whether the replication of ``config``'s database (if any) keeps
+    up; if not, a person hears why. A `replicate` that stopped would otherwise go unnoticed
+    until the day a moment is needed."""
+    try:
+        settings = get_replication_config(config.alias)
+    except ImproperlyConfigured as exc:
+        reason = f"Replication cannot run: {exc}"
+    else:
+        if settings is None:
+            return True
+        found = trouble(config, settings)
+        if found is None:
+            return True
+        reason = f"Replication is failing: {found}"
+    logger.error("%s", reason)
+    signals.send(signals.backup_failed, kind="replication", reason=reason, using=config.alias)
+    notify.failure("replication", reason, database=config.database_path)
+    return False
 
 
 def _behind(config: Config, replication: ReplicationConfig) -> bool:

@@ -19,13 +19,17 @@ from django.apps import apps
 from django.db import connections, router
 from django.db.models import Model
 
-from . import archive, backing_up, engine, engine_restore, notify, offsite, signals
+from . import archive, backing_up, engine, engine_restore, notify, offsite, retention, signals
 from .archive import BackupFile
 from .conf import Config
 from .exceptions import RAISED, BackupFailed, BackupNotFound, RestoreFailed
 from .replication_conf import replicated
 
 logger = logging.getLogger("django_studio_backups")
+
+# What "the latest backup" never is: a copy of a damaged database, or a safety backup, which
+# holds the data a restore replaced (a second `restore_backup --latest` would undo the first).
+NOT_LATEST = frozenset({"damaged", retention.SAFETY})
 
 
 @dataclass(frozen=True)

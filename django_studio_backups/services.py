@@ -8,30 +8,27 @@ Two tiers:
 - the raising API below it returns ``BackupFile`` objects and reports, and raises
   ``BackupError`` subclasses whose message says what went wrong. Management commands, the
   admin and the cron job use it, and call nothing else of the app.
+
+Its questions about the state of the backups, its off-site part and its point-in-time part
+are written in ``services_status``, ``services_offsite`` and ``services_replication``, and
+imported here: faces take every name from this module.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-from django.db import connections
 from django.utils import timezone
 
 from . import (
     archive,
     backing_up,
-    conf,
     engine,
-    engine_restore,
     growth,
-    locking,
     notify,
     offsite,
     offsite_record,
@@ -39,18 +36,106 @@ from . import (
     replication,
     replication_record,
     restoring,
-    retention,
-    signals,
     state,
     verifying,
 )
 
 # BackupFile is part of this module's API: faces take the type from here.
 from .archive import BackupFile as BackupFile
-from .conf import Config, get_config
-from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed, ReplicationFailed
-from .offsite_conf import get_offsite_config
-from .replication_conf import ReplicationConfig, get_replication_config, replicated
+from .conf import get_config
+from .exceptions import BackupError, BackupFailed, BackupNotFound, DeleteFailed
+from .services_offsite import (
+    download_offsite as download_offsite,
+)
+from .services_offsite import (
+    latest_offsite_copy as latest_offsite_copy,
+)
+from .services_offsite import (
+    offsite_configured as offsite_configured,
+)
+from .services_offsite import (
+    offsite_copies as offsite_copies,
+)
+from .services_offsite import (
+    offsite_failure as offsite_failure,
+)
+from .services_offsite import (
+    offsite_names as offsite_names,
+)
+from .services_offsite import (
+    offsite_status as offsite_status,
+)
+
+# The off-site and point-in-time parts of the API live in modules of their own.
+from .services_offsite import (
+    restore_offsite as restore_offsite,
+)
+from .services_offsite import (
+    sync_offsite as sync_offsite,
+)
+from .services_replication import (
+    fetch_moment as fetch_moment,
+)
+from .services_replication import (
+    litestream as litestream,
+)
+from .services_replication import (
+    parse_moment as parse_moment,
+)
+from .services_replication import (
+    replicate as replicate,
+)
+from .services_replication import (
+    replication_configured as replication_configured,
+)
+from .services_replication import (
+    replication_host_key_unchecked as replication_host_key_unchecked,
+)
+from .services_replication import (
+    replication_running as replication_running,
+)
+from .services_replication import (
+    replication_seen as replication_seen,
+)
+from .services_replication import (
+    replication_status as replication_status,
+)
+from .services_replication import (
+    replication_trouble as replication_trouble,
+)
+from .services_replication import (
+    restore_to_moment as restore_to_moment,
+)
+from .services_status import (
+    Damage as Damage,
+)
+from .services_status import (
+    backups_left_beside_a_link as backups_left_beside_a_link,
+)
+from .services_status import (
+    can_lock_files as can_lock_files,
+)
+from .services_status import (
+    growth_warning as growth_warning,
+)
+from .services_status import (
+    has_wal_reset_bug as has_wal_reset_bug,
+)
+from .services_status import (
+    in_wal_mode as in_wal_mode,
+)
+from .services_status import (
+    last_backup_at as last_backup_at,
+)
+from .services_status import (
+    last_failure as last_failure,
+)
+from .services_status import (
+    last_regular_backup_at as last_regular_backup_at,
+)
+from .services_status import (
+    live_damage as live_damage,
+)
 
 logger = logging.getLogger("django_studio_backups")
 
@@ -112,6 +197,11 @@ def display_time(moment: datetime, *, using: str | None = None) -> str:
     return time_display(using=using)(moment)
 
 
+def time_zone(*, using: str | None = None) -> tzinfo:
+    """The studio's time zone, in which the app shows times and reads naive ones."""
+    return get_config(using).time_zone
+
+
 def time_display(*, using: str | None = None) -> Callable[[datetime], str]:
     """``display_time`` with the settings read once, for showing many times."""
     zone = get_config(using).time_zone
@@ -135,16 +225,6 @@ BadMoment = point_in_time.BadMoment
 Progress = engine.Progress
 # What to do about an unusual growth (see growth_warning()).
 GROWTH_HINT = growth.HINT
-
-
-@dataclass(frozen=True)
-class Damage:
-    """A fresh copy of the live database failed SQLite's check: the database is damaged."""
-
-    at: datetime
-    reason: str
-    # The newest backup that passed integrity_check, the one to restore; None if none did.
-    newest_good: BackupFile | None
 
 
 def backup_now(
@@ -209,32 +289,12 @@ def backup_if_needed(
         copied = offsite.catch_up(config, backup)
     intact = not daily_job or verifying.reverify_oldest(config, REVERIFY_EACH_DAY, backup)
     damaged = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT) is not None
-    replicating = not daily_job or _replication_keeps_up(config)
+    replicating = not daily_job or replication.keeps_up(config)
     if daily_job and copied and intact and not damaged and replicating:
         # The day has a backup that passed its checks, its off-site copies are made, and
         # the replica (if any) keeps up.
         notify.daily_succeeded()
     return backup
-
-
-def _replication_keeps_up(config: Config) -> bool:
-    # The daily job also looks at the replication: a `replicate` that stopped would
-    # otherwise go unnoticed until the day a moment is needed.
-    try:
-        settings = get_replication_config(config.alias)
-    except ImproperlyConfigured as exc:
-        reason = f"Replication cannot run: {exc}"
-    else:
-        if settings is None:
-            return True
-        found = replication.trouble(config, settings)
-        if found is None:
-            return True
-        reason = f"Replication is failing: {found}"
-    logger.error("%s", reason)
-    signals.send(signals.backup_failed, kind="replication", reason=reason, using=config.alias)
-    notify.failure("replication", reason, database=config.database_path)
-    return False
 
 
 def backups(*, using: str | None = None) -> list[BackupFile]:
@@ -248,113 +308,14 @@ def find_backup(name_or_path: Path | str, *, using: str | None = None) -> Backup
     return backing_up.find(get_config(using), name_or_path)
 
 
-# What "the latest backup" never is: a copy of a damaged database, or a safety backup, which
-# holds the data a restore replaced (a second `restore_backup --latest` would undo the first).
-NOT_LATEST = frozenset({"damaged", retention.SAFETY})
-
-
 def latest_backup(*, using: str | None = None) -> BackupFile:
     """The newest backup to restore: one with a manifest that has not failed a check, and
     neither a safety backup nor a copy of a damaged database; ``BackupNotFound`` when there
     is none."""
     for backup in backups(using=using):
-        if backup.sound and backup.kind not in NOT_LATEST:
+        if backup.sound and backup.kind not in restoring.NOT_LATEST:
             return backup
     raise BackupNotFound("There is no backup to restore yet.")
-
-
-def latest_offsite_copy(*, using: str | None = None) -> offsite.OffsiteCopy:
-    """The newest off-site copy to restore, by the rule of ``latest_backup``;
-    ``BackupNotFound`` when there is none."""
-    for copy in offsite_copies(using=using):
-        if copy.kind not in NOT_LATEST:
-            return copy
-    raise BackupNotFound("There is no off-site copy to restore yet.")
-
-
-def growth_warning(*, using: str | None = None) -> str | None:
-    """Why the newest backup's size is unusual, or None while it is not (see ``growth``)."""
-    config = get_config(using)
-    found = growth.unusual_growth(
-        archive.list_backup_files(config.directory, config.time_zone), config.growth_warning
-    )
-    return growth.describe(found) if found is not None else None
-
-
-def last_backup_at(*, using: str | None = None) -> datetime | None:
-    return backing_up.last_backup_at(get_config(using))
-
-
-def last_regular_backup_at(*, using: str | None = None) -> datetime | None:
-    """When the newest daily or manual backup (or one put back from off-site) was made: what
-    a schedule makes. Pre-migrate and safety backups do not count."""
-    config = get_config(using)
-    return next(
-        (
-            b.created_at
-            for b in archive.list_backup_files(config.directory, config.time_zone)
-            if b.kind in retention.REGULAR
-        ),
-        None,
-    )
-
-
-def last_failure(*, using: str | None = None) -> Failure | None:
-    """The last failed backup attempt, if it came after the last successful backup."""
-    config = get_config(using)
-    return state.last_failure(
-        config.state_file, state.BACKUP, lambda: backing_up.last_backup_at(config)
-    )
-
-
-def live_damage(*, using: str | None = None) -> Damage | None:
-    """Why the live database is known to be damaged, and which backup to restore; None
-    unless a fresh copy of it failed SQLite's check since it last passed one."""
-    config = get_config(using)
-    damaged_at = state.read_datetime(config.state_file, state.LIVE_DAMAGED_AT)
-    if damaged_at is None:
-        return None
-    try:
-        reason = str(state.read(config.state_file).get(state.LIVE_DAMAGED_REASON, ""))
-    except state.UnreadableState:  # pragma: no cover - read_datetime above just parsed it
-        reason = ""
-    return Damage(damaged_at, reason, backing_up.newest_verified(config))
-
-
-def in_wal_mode(*, using: str | None = None) -> bool | None:
-    """Whether the live database is in WAL mode; None while there is no database."""
-    config = get_config(using)
-    try:
-        return engine.is_wal(engine.read_live_header(config.database_path))
-    except (engine.NotADatabase, OSError):
-        return None
-
-
-def can_lock_files() -> bool:
-    """Whether this Python can lock files (fcntl); without, backups are refused."""
-    return locking.LOCKS_AVAILABLE
-
-
-def has_wal_reset_bug() -> bool:
-    """Whether this Python's SQLite has the WAL-reset bug (see
-    ``engine_restore.has_wal_reset_bug``)."""
-    return engine_restore.HAS_WAL_RESET_BUG
-
-
-def backups_left_beside_a_link(*, using: str | None = None) -> Path | None:
-    """The folder where versions before 0.2 put the backups of a database reached through a
-    symlink (beside the link, not the real file), if it holds any; None otherwise."""
-    config = get_config(using)
-    name = connections[config.alias].settings_dict["NAME"]
-    if conf.user_settings()["DIRECTORY"] or str(name).startswith("file:"):
-        return None
-    old = Path(name).absolute().parent / "backups"
-    try:
-        if os.path.realpath(old) == os.path.realpath(config.directory):
-            return None
-        return old if archive.list_backup_files(old) else None
-    except OSError:  # a folder that cannot be read (a symlink loop): nothing to point out
-        return None
 
 
 def record_failure(reason: str, *, kind: str, using: str | None = None) -> None:
@@ -383,96 +344,6 @@ def restore(
     )
 
 
-def replication_configured(*, using: str | None = None) -> bool:
-    return replicated(using or conf.user_settings()["DATABASE"])
-
-
-def replication_status(*, using: str | None = None) -> replication.Status:
-    """Whether `manage.py replicate` runs, the moments the replica can restore, and its lag;
-    ``ReplicationFailed`` when it is not configured or Litestream cannot be asked."""
-    config = get_config(using)
-    return replication.status(config, _replication(using))
-
-
-def replication_running(*, using: str | None = None) -> bool:
-    """Whether `manage.py replicate` runs for the database (from its lock; no network)."""
-    return replication.is_running(get_config(using))
-
-
-def replication_host_key_unchecked(*, using: str | None = None) -> bool:
-    """Whether the replica is on an SFTP server whose host key Litestream would not check."""
-    settings = _replication(using)
-    return settings.url.startswith("sftp:") and not settings.options.get("host-key")
-
-
-def replication_trouble(*, using: str | None = None) -> str | None:
-    """Why the replica is not keeping up, or None (asks Litestream: a network call)."""
-    return replication.trouble(get_config(using), _replication(using))
-
-
-def litestream(*, using: str | None = None) -> str:
-    """The litestream program replication uses; ``ReplicationFailed`` when there is none."""
-    return replication.executable(_replication(using))
-
-
-def replication_seen(*, using: str | None = None) -> ReplicationSeen:
-    """Whether `manage.py replicate` runs, and the window and lag it last recorded, without
-    asking Litestream (no network); ``ImproperlyConfigured`` for wrong settings."""
-    config = get_config(using)
-    settings = _replication(using)
-    return replication_record.seen(
-        config, running=replication.is_running(config), lag_warning=settings.lag_warning
-    )
-
-
-def time_zone(*, using: str | None = None) -> tzinfo:
-    """The studio's time zone, in which the app shows times and reads naive ones."""
-    return get_config(using).time_zone
-
-
-def parse_moment(text: str, *, using: str | None = None) -> datetime | None:
-    """A moment to restore from ISO 8601 ``text`` (naive: in the studio's time zone); None
-    for "latest". ``BadMoment`` (a ``RestoreFailed``) for anything else."""
-    return point_in_time.parse_moment(text, get_config(using).time_zone)
-
-
-def restore_to_moment(
-    moment: datetime | None,
-    *,
-    using: str | None = None,
-    progress: engine.Progress | None = None,
-    copy_in_background: bool = False,
-) -> RestoreReport:
-    """Restore the live database to how it was at ``moment`` (None: the replica's newest):
-    fetched from Litestream's replica as a "point-in-time" backup, then restored as any
-    backup is, after a safety backup. ``BadMoment`` for a moment the replica cannot give,
-    ``RestoreFailed`` for the rest, with the live database as it was."""
-    backup = fetch_moment(moment, using=using)
-    return restoring.restore(
-        get_config(using), backup.name, progress, copy_in_background=copy_in_background
-    )
-
-
-def fetch_moment(moment: datetime | None, *, using: str | None = None) -> BackupFile:
-    """The database as it was at ``moment`` (None: the replica's newest), fetched from the
-    replica into the backup folder as a backup of kind "point-in-time", to restore."""
-    return point_in_time.fetch_backup(get_config(using), _replication(using), moment)
-
-
-def replicate(*, using: str | None = None) -> int:
-    """Run Litestream in the foreground until SIGTERM or SIGINT; its exit status."""
-    return replication.replicate(get_config(using), _replication(using))
-
-
-def _replication(using: str | None) -> ReplicationConfig:
-    settings = get_replication_config(using)
-    if settings is None:
-        raise ReplicationFailed(
-            "Replication is not configured: set STUDIO_BACKUPS['REPLICATION'] (see the README)"
-        )
-    return settings
-
-
 Change = restoring.Change
 
 
@@ -489,64 +360,6 @@ def migration_difference(
     """(migrations the code has and the backup lacks, migrations only the backup has);
     ``RestoreFailed`` if the backup cannot be read."""
     return restoring.migration_difference(backup)
-
-
-def restore_offsite(
-    name: str,
-    *,
-    identity: Path | str | None = None,
-    using: str | None = None,
-    progress: engine.Progress | None = None,
-) -> RestoreReport:
-    """Fetch an off-site copy (``download_offsite``) and restore it like any other backup.
-
-    Raises ``OffsiteFailed`` if the copy cannot be fetched, ``RestoreFailed`` as ``restore``.
-    """
-    backup = download_offsite(name, identity=identity, using=using)
-    return restore(backup.name, using=using, progress=progress)
-
-
-# Off-site copies (see offsite.py); each raises OffsiteFailed with the reason.
-
-
-def offsite_configured(*, using: str | None = None) -> bool:
-    """Whether the backups of ``using`` get off-site copies (``ImproperlyConfigured`` names a
-    mistake in ``OFFSITE``)."""
-    return get_offsite_config(using) is not None
-
-
-def offsite_copies(*, using: str | None = None) -> list[offsite.OffsiteCopy]:
-    """The complete off-site copies, newest first."""
-    return offsite.copies(using=using)
-
-
-def offsite_names(*, using: str | None = None) -> set[str]:
-    """The names of the backups that have an off-site copy; empty without ``OFFSITE``."""
-    return offsite.names(using=using)
-
-
-def offsite_status(*, using: str | None = None) -> OffsiteStatus:
-    """What the last uploads and syncs recorded of each backup's copy, read from the state
-    file without asking the storage: for pages that must not wait on the network."""
-    return offsite_record.status(using=using)
-
-
-def offsite_failure(*, using: str | None = None) -> Failure | None:
-    """When and why the last off-site copy failed, if no copy was made since."""
-    return offsite.last_failure(using=using)
-
-
-def sync_offsite(*, using: str | None = None) -> offsite.SyncReport:
-    """Upload the backups that lack an off-site copy, then apply off-site retention."""
-    return offsite.sync(using=using)
-
-
-def download_offsite(
-    name: str, *, identity: Path | str | None = None, using: str | None = None
-) -> BackupFile:
-    """Fetch an off-site copy (decrypted with the ``identity`` file) into the backup folder,
-    checked against its manifest, as a local backup."""
-    return offsite.download(name, identity=identity, using=using)
 
 
 def verify(
