@@ -864,3 +864,24 @@ def test_a_storage_without_its_client_library_is_a_system_check(
     assert checked.returncode == 1
     assert "studio_backups.E047" in checked.stderr
     assert "Install the package that provides it, or fix the BACKEND path." in checked.stderr
+
+
+def test_off_site_commands_with_v0_print_nothing(
+    studio_db: StudioDB, drive: Path, age_key: AgeKey
+) -> None:
+    backup = services.backup_now()
+    studio_db.add_clients("Carla")
+    out = StringIO()
+    call_command("sync_offsite", verbosity=0, stdout=out)
+    call_command(
+        "restore_backup",
+        "--offsite",
+        backup.name,
+        "--identity",
+        str(age_key.path),
+        "--no-input",
+        verbosity=0,
+        stdout=out,
+    )
+    assert out.getvalue() == ""
+    assert studio_db.clients() == ["Ana", "Beto"]

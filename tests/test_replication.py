@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import signal
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.management import call_command
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, replication, services
@@ -117,7 +119,12 @@ def test_a_snapshot_restore_is_replicated_and_a_moment_before_it_comes_back(
     while replica_clients(studio_db) != ["Ana", "Beto"]:
         assert time.monotonic() < deadline
         time.sleep(0.25)
-    services.restore_to_moment(before_the_restore)
+    out = io.StringIO()
+    call_command(
+        "restore_backup", "--at", before_the_restore.isoformat(), "--no-input", verbosity=0,
+        stdout=out,
+    )  # fmt: skip
+    assert out.getvalue() == ""
     assert studio_db.clients() == ["Ana", "Beto", "x0", "x1", "x2"]
 
 

@@ -4,10 +4,12 @@ real one cannot be made to fail that way (unreadable output, a restore that writ
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +17,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from pytest_django.fixtures import Settings as SettingsWrapper
 
-from django_studio_backups import conf, locking, replication, services
+from django_studio_backups import checks, conf, engine_restore, locking, replication, services
 from django_studio_backups.exceptions import ReplicationFailed, RestoreFailed
+from django_studio_backups.management.commands.list_backups import ago
 from django_studio_backups.point_in_time import BadMoment
 from tests.conftest import StudioDB, run_manage
 from tests.replication_helpers import LITESTREAM, Replicator, get_replication_config_for
@@ -162,3 +165,84 @@ def test_restore_at_needs_replication_and_is_alone(studio_db: StudioDB) -> None:
     with pytest.raises(CommandError, match="--at restores from the replica, not from off-site"):
         call_command("restore_backup", "--at", "latest", "--offsite", "--no-input")
     assert os.path.exists(studio_db.path)
+
+
+def test_list_backups_when_the_replica_cannot_be_read(replicate_with: Any, tmp_path: Path) -> None:
+    replicate_with(stand_in(tmp_path, ltx="garbage"))
+    out, err = io.StringIO(), io.StringIO()
+    call_command("list_backups", stdout=out, stderr=err)
+    assert "Warning: cannot read the replica: litestream ltx said what this app" in err.getvalue()
+    assert "Point-in-time" not in out.getvalue()
+
+
+def test_nothing_listed_is_an_empty_replica(replicate_with: Any, tmp_path: Path) -> None:
+    replicate_with(stand_in(tmp_path, ltx=""))
+    assert services.replication_status().window is None
+
+
+@pytest.mark.parametrize(
+    ("seconds", "said"),
+    [
+        (5, "5 seconds ago"),
+        (119, "119 seconds ago"),
+        (600, "10 minutes ago"),
+        (10800, "3 hours ago"),
+    ],
+)
+def test_how_long_ago_the_window_ends(seconds: int, said: str) -> None:
+    assert ago(timedelta(seconds=seconds)) == said
+
+
+def test_a_fetch_that_waits_too_long_for_the_folder_is_reported(
+    studio_db: StudioDB,
+    replicate_with: Any,
+    settings: SettingsWrapper,
+    tmp_path: Path,
+    failures: list[Any],
+) -> None:
+    replicate_with(stand_in(tmp_path, ltx=json.dumps(LTX)))
+    settings.STUDIO_BACKUPS = {**settings.STUDIO_BACKUPS, "LOCK_TIMEOUT": 0.2}
+    config = conf.get_config()
+    config.directory.mkdir(parents=True, exist_ok=True)
+    held = locking.exclusive(config.directory / locking.LOCK_NAME, 1)
+    with held, pytest.raises(RestoreFailed, match="has held"):
+        services.fetch_moment(None)
+    assert [f["kind"] for f in failures] == ["restore"]
+
+
+def test_checks_leave_wrong_settings_to_check_settings(
+    studio_db: StudioDB, replicate_with: Any
+) -> None:
+    replicate_with(None, SYNC_INTERVAL=0)
+    assert checks.check_replication() == []
+    config = conf.get_config()
+    config.directory.mkdir(parents=True, exist_ok=True)
+    # Even while a replicate runs (holds its lock).
+    with locking.exclusive(config.directory / replication.LOCK_NAME, 1):
+        assert checks.check_replication_lag() == []
+
+
+@pytest.mark.parametrize(("replicated", "checkpoint"), [(False, "TRUNCATE"), (True, "PASSIVE")])
+def test_a_replicated_database_gets_passive_checkpoints_only(
+    studio_db: StudioDB,
+    replicate_with: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    replicated: bool,
+    checkpoint: str,
+) -> None:
+    # On a SQLite without the WAL-reset bug a restore's checkpoint would TRUNCATE the -wal,
+    # resetting it under Litestream, which tracks the -wal itself.
+    monkeypatch.setattr(engine_restore, "HAS_WAL_RESET_BUG", False)
+    if replicated:
+        replicate_with()
+    backup = services.backup_now()
+    studio_db.add_clients(*[f"c{i}" for i in range(200)])
+    # Another connection stays open, as the site's would: SQLite deletes the -wal when the
+    # last one closes.
+    with contextlib.closing(studio_db.connect()) as site:
+        site.execute("SELECT count(*) FROM studio_client").fetchone()
+        services.restore(backup.name)
+        wal = Path(f"{studio_db.path}-wal")
+        # TRUNCATE leaves an empty -wal; PASSIVE moves the pages and leaves its size.
+        assert (wal.stat().st_size == 0) == (checkpoint == "TRUNCATE")
+    assert studio_db.clients() == ["Ana", "Beto"]
