@@ -155,15 +155,20 @@ def window(config: Config, replication: ReplicationConfig) -> Window | None:
     )
     try:
         files = _json_of(listed.stdout)
-        times = [(int(f["level"]), _parse_time(f["timestamp"])) for f in files]
+        entries = [
+            (int(f["level"]), int(f["min_txid"], 16), _parse_time(f["timestamp"])) for f in files
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
-    if not times:
+    if not entries:
         return None
-    # A restore starts from a snapshot (the highest level); before the oldest, nothing.
-    top = max(level for level, _ in times)
-    start = min(moment for level, moment in times if level == top)
-    return Window(start, max(moment for _, moment in times))
+    # A restore starts from a file that holds the whole database: a snapshot (the highest
+    # level), or one that starts at the first transaction. The first snapshot is written
+    # after the first transaction's file (for a large database, minutes after), and the
+    # moments between are restorable from that file.
+    top = max(level for level, _, _ in entries)
+    start = min(moment for level, first, moment in entries if level == top or first == 1)
+    return Window(start, max(moment for _, _, moment in entries))
 
 
 def _json_of(output: str) -> Any:

@@ -25,6 +25,19 @@ from tests.conftest import StudioDB, run_manage
 from tests.replication_helpers import LITESTREAM, Replicator, get_replication_config_for
 
 LTX = [{"level": 0, "min_txid": "01", "max_txid": "01", "timestamp": "2026-12-01T10:00:00Z"}]
+# As Litestream lists a large database's replica soon after it started: the first
+# transaction's file (the whole database), the next ones, and the first snapshot, which is
+# written after them.
+FIRST_MINUTES = [
+    {"level": 0, "min_txid": "0000000000000001", "max_txid": "0000000000000001",
+     "timestamp": "2026-12-01T10:00:00Z"},
+    {"level": 0, "min_txid": "0000000000000002", "max_txid": "0000000000000002",
+     "timestamp": "2026-12-01T10:00:05Z"},
+    {"level": 9, "min_txid": "0000000000000001", "max_txid": "0000000000000002",
+     "timestamp": "2026-12-01T10:01:30Z"},
+    {"level": 0, "min_txid": "0000000000000003", "max_txid": "0000000000000003",
+     "timestamp": "2026-12-01T10:01:40Z"},
+]  # fmt: skip
 
 
 def stand_in(folder: Path, **answers: str) -> str:
@@ -246,3 +259,19 @@ def test_a_replicated_database_gets_passive_checkpoints_only(
         # TRUNCATE leaves an empty -wal; PASSIVE moves the pages and leaves its size.
         assert (wal.stat().st_size == 0) == (checkpoint == "TRUNCATE")
     assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_the_window_starts_at_the_first_file_that_holds_the_whole_database(
+    replicate_with: Any, tmp_path: Path
+) -> None:
+    replicate_with(stand_in(tmp_path, ltx=json.dumps(FIRST_MINUTES)))
+    found = services.replication_status().window
+    assert found is not None
+    assert found.start.isoformat() == "2026-12-01T10:00:00+00:00"
+    assert found.end.isoformat() == "2026-12-01T10:01:40+00:00"
+    # Once retention dropped the first transaction's file, only snapshots start a restore.
+    later = [f for f in FIRST_MINUTES if f["max_txid"] != "0000000000000001"]
+    replicate_with(stand_in(tmp_path, ltx=json.dumps(later)))
+    found = services.replication_status().window
+    assert found is not None
+    assert found.start.isoformat() == "2026-12-01T10:01:30+00:00"
