@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,8 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 QUERY_TIMEOUT = 60.0
 # How often the running daemon's lag is looked at, at most.
 WATCH_EVERY = 15.0
+# What Litestream expands in its configuration, as the README offers it: "${NAME}".
+VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 @dataclass(frozen=True)
@@ -84,10 +87,11 @@ def executable(replication: ReplicationConfig) -> str:
 
 
 def config_text(config: Config, replication: ReplicationConfig) -> str:
-    """Litestream's YAML configuration for the database (JSON is YAML: values are quoted)."""
+    """Litestream's YAML configuration for the database, in YAML's flow style (JSON's
+    syntax): every string quoted, whatever it holds."""
     replica: dict[str, Any] = {
-        "url": replication.url,
-        **replication.options,
+        "url": _Settable(replication.url),
+        **{k: _Settable(v) if isinstance(v, str) else v for k, v in replication.options.items()},
         "sync-interval": _duration(timedelta(seconds=replication.sync_interval)),
     }
     document = {
@@ -100,7 +104,44 @@ def config_text(config: Config, replication: ReplicationConfig) -> str:
         "l0-retention": _duration(replication.retention),
         "dbs": [{"path": str(config.database_path), "replicas": [replica]}],
     }
-    return json.dumps(document, indent=2) + "\n"
+    return _yaml(document) + "\n"
+
+
+class _Settable(str):
+    """A string from the settings, where Litestream expands "${NAME}" (README)."""
+
+
+def _yaml(value: object, indent: str = "") -> str:
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{_quoted(str(k))}: {_yaml(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list):
+        return "[\n" + ",\n".join(inner + _yaml(v, inner) for v in value) + f"\n{indent}]"
+    if isinstance(value, str):
+        return _quoted(value, variables=isinstance(value, _Settable))
+    return json.dumps(value)
+
+
+def _quoted(text: str, *, variables: bool = False) -> str:
+    # Litestream replaces $NAME and ${NAME} in the whole file before it reads the YAML (Go's
+    # os.Expand, which has no escape): a "$" in the database's path or in a password became
+    # the value of a variable, mostly "". Written as the YAML escape \U00000024 it stays a
+    # "$"; only a "${NAME}" given in the settings is left for Litestream to expand. Every
+    # other character outside printable ASCII is escaped too: JSON's "\ud83d\ude00" for one
+    # beyond the BMP is a pair of surrogates, which YAML refuses.
+    kept = VARIABLE.finditer(text) if variables else iter(())
+    quoted: list[str] = []
+    done = 0
+    for found in kept:
+        quoted += [_escaped(text[done : found.start()]), found.group()]
+        done = found.end()
+    quoted.append(_escaped(text[done:]))
+    return '"' + "".join(quoted) + '"'
+
+
+def _escaped(text: str) -> str:
+    return "".join(c if " " <= c <= "~" and c not in '"\\$' else f"\\U{ord(c):08x}" for c in text)
 
 
 def _duration(span: timedelta) -> str:

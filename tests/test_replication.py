@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, replication, services
@@ -243,16 +244,19 @@ def test_replication_to_s3(
         # Litestream 0.5.17 cannot start its S3 client at all with AWS_CA_BUNDLE set
         # ("unable to add custom RootCAs HTTPClient"); the README says so.
         monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        env = {**S3_ENV, "STUDIO_REPLICA_ENDPOINT": server.endpoint}
+        monkeypatch.setenv("STUDIO_REPLICA_ENDPOINT", server.endpoint)
         replica = {
             "URL": f"s3://{BUCKET}/studio",
             "OPTIONS": {
-                "endpoint": server.endpoint,
+                # Litestream expands "${NAME}" from its environment (README).
+                "endpoint": "${STUDIO_REPLICA_ENDPOINT}",
                 "region": "us-east-1",
                 "force-path-style": True,
             },
             "SYNC_INTERVAL": 0.5,
         }
-        with replicating(studio_db, settings, replica, S3_ENV):
+        with replicating(studio_db, settings, replica, env):
             add_one_by_one(studio_db, "s0", "s1")
             moment = settle()
             add_one_by_one(studio_db, "s2")
@@ -262,6 +266,32 @@ def test_replication_to_s3(
         assert studio_db.clients() == ["Ana", "Beto", "s0", "s1"]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("folder", ["caja $HOME ${PWD} $", 'caja ☕😀 \\ "q"'])
+def test_a_database_whose_path_has_a_dollar_or_any_character_is_replicated(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    replica: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    folder: str,
+) -> None:
+    # Litestream expands $NAME in its whole configuration, and its YAML refuses a JSON
+    # escape of a character beyond the BMP.
+    odd = tmp_path / folder
+    odd.mkdir()
+    db = StudioDB(path=odd / "studio.db", backups=odd / "backups", state_file=odd / "s.json")
+    studio_db.path.rename(db.path)
+    monkeypatch.setitem(django_settings.DATABASES["studio"], "NAME", db.path)
+    with replicating(db, settings, replica, {}):
+        db.add_clients("odd")
+        wait_for_replica(db, {"Ana", "Beto", "odd"})
+        moment = settle()
+        db.add_clients("later")
+        wait_for_replica(db, {"later"})
+        services.restore_to_moment(moment)
+    assert db.clients() == ["Ana", "Beto", "odd"]
 
 
 def test_replicate_without_a_usable_database_or_binary(
