@@ -46,6 +46,8 @@ QUERY_TIMEOUT = 60.0
 WATCH_EVERY = 15.0
 # What Litestream expands in its configuration, as the README offers it: "${NAME}".
 VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# The name of one of Litestream's files: its first and last transaction ids.
+LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,13 @@ def config_text(config: Config, replication: ReplicationConfig) -> str:
             "retention": _duration(replication.retention),
         },
         "l0-retention": _duration(replication.retention),
-        "dbs": [{"path": str(config.database_path), "replicas": [replica]}],
+        "dbs": [
+            {
+                "path": str(config.database_path),
+                "meta-path": str(meta_path(config)),
+                "replicas": [replica],
+            }
+        ],
     }
     return _yaml(document) + "\n"
 
@@ -229,8 +237,10 @@ def status(config: Config, replication: ReplicationConfig) -> Status:
     lag: float | None = None
     if running:
         lag = 0.0
-        if found is not None and _behind(config, replication):
-            lag = max(0.0, (timezone.now() - found.end).total_seconds())
+        if found is not None:
+            since = _unreplicated_since(config, replication, found.end)
+            if since is not None:
+                lag = max(0.0, (timezone.now() - since).total_seconds())
     return Status(running, found, lag)
 
 
@@ -280,7 +290,11 @@ def keeps_up(config: Config) -> bool:
     return False
 
 
-def _behind(config: Config, replication: ReplicationConfig) -> bool:
+def _unreplicated_since(
+    config: Config, replication: ReplicationConfig, end: datetime
+) -> datetime | None:
+    """Since when the replica has lacked commits (None: it lacks none): when Litestream took
+    in the oldest commit it has not stored in the replica yet."""
     # Litestream's local transaction id against the newest one in the replica.
     said = _litestream(config, replication, "status", "-json", str(config.database_path))
     listed = _litestream(config, replication, "ltx", "-json", str(config.database_path))
@@ -290,7 +304,26 @@ def _behind(config: Config, replication: ReplicationConfig) -> bool:
         replicated = max((int(f["max_txid"], 16) for f in files), default=0)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ReplicationFailed(f"litestream status said what this app cannot read: {exc}") from exc
-    return local > replicated
+    if local <= replicated:
+        return None
+    # Not the replica's newest file (``end``): after a quiet night, a look while the first
+    # commit of the morning was on its way made that hours of lag, and mailed the ADMINS.
+    # Litestream writes each sync's file of level 0 locally before it uploads it.
+    taken: list[float] = []
+    with contextlib.suppress(OSError), os.scandir(meta_path(config) / "ltx" / "0") as found:
+        for entry in found:
+            named = LTX_NAME.match(entry.name)
+            if named is not None and int(named.group(2), 16) > replicated:
+                with contextlib.suppress(OSError):
+                    taken.append(entry.stat().st_mtime)
+    return datetime.fromtimestamp(min(taken), dt_timezone.utc) if taken else end
+
+
+def meta_path(config: Config) -> Path:
+    """Where Litestream keeps its state of the database (its default, said in the
+    configuration so that the app knows it)."""
+    database = config.database_path
+    return database.with_name(f".{database.name}-litestream")
 
 
 def fetch(
