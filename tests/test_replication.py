@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, replication, services
@@ -92,9 +93,10 @@ def test_restore_to_a_moment_between_two_groups_of_writes_while_a_writer_runs(
     assert restored[: len(before)] == before
     assert not any(name.startswith("b") for name in restored)
     assert report.restored.kind == "point-in-time"
-    assert report.restored.created_at == moment.replace(microsecond=0) or abs(
-        report.restored.created_at - moment
-    ) < timedelta(seconds=1)
+    # Dated by the replica's last change before the moment (the a's, synced within 0.5 s),
+    # or by the moment itself once the replica holds later changes too.
+    made = report.restored.created_at
+    assert moment - timedelta(seconds=2.5) <= made <= moment
     # Nothing the writer committed is lost: what it wrote on the old data is in the safety
     # backup, what it wrote after the restore is in the live database.
     assert report.safety_backup is not None
@@ -187,6 +189,36 @@ def test_a_fresh_machine_recovers_from_the_replica(
     assert "Fetched the database as it was at" in result.stdout
     assert studio_db.clients() == ["Ana", "Beto", "f0", "f1"]
     assert "Safety backup" not in result.stdout  # there was nothing to keep
+
+
+def test_a_moment_after_the_replicas_last_change_is_labelled_with_that_change(
+    studio_db: StudioDB, replicated: Replicator
+) -> None:
+    add_one_by_one(studio_db, "r0")
+    wait_for_replica(studio_db, {"r0"})
+    code, output = replicated.stop()
+    assert code == 0, output
+    stopped = timezone.now()
+    # Replication stopped (unnoticed); the studio goes on working.
+    time.sleep(2)
+    studio_db.add_clients("unreplicated")
+    asked = settle()
+    result = run_manage(
+        studio_db,
+        "restore_backup",
+        "--at",
+        asked.isoformat(),
+        "--no-input",
+        REPLICATION=conf.user_settings()["REPLICATION"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert studio_db.clients() == ["Ana", "Beto", "r0"]
+    [fetched] = [b for b in services.backups() if b.kind == "point-in-time"]
+    # Not the data of the moment asked for: the restore says how old it is.
+    assert fetched.created_at <= stopped
+    when = fetched.created_at.isoformat(timespec="seconds")
+    assert f"Fetched the database as it was at {when} from the replica" in result.stdout
+    assert "That is the replica's last change before " in result.stdout
 
 
 def digest(path: Path) -> str:
