@@ -97,13 +97,16 @@ def config_text(config: Config, replication: ReplicationConfig) -> str:
         "sync-interval": _duration(timedelta(seconds=replication.sync_interval)),
     }
     document = {
-        # A moment within the retention is restorable to the second: Litestream keeps every
-        # sync's file (level 0) that long, and snapshots to start from.
+        # Any moment since the oldest snapshot is restorable to the second: Litestream keeps
+        # every sync's file (level 0) as long as a snapshot may stay, which is up to a
+        # snapshot interval beyond the retention (it deletes old ones when it makes a new
+        # one, and always keeps the newest). Without them it restores from files that
+        # gather 30 s of syncs and are dated by their last one: up to 30 s were lost.
         "snapshot": {
             "interval": _duration(replication.snapshot_interval),
             "retention": _duration(replication.retention),
         },
-        "l0-retention": _duration(replication.retention),
+        "l0-retention": _duration(replication.retention + replication.snapshot_interval),
         "dbs": [
             {
                 "path": str(config.database_path),

@@ -191,6 +191,32 @@ def test_a_fresh_machine_recovers_from_the_replica(
     assert "Safety backup" not in result.stdout  # there was nothing to keep
 
 
+def test_a_moment_older_than_retention_hours_is_restored_to_the_second(
+    studio_db: StudioDB, settings: SettingsWrapper, replica: dict[str, Any]
+) -> None:
+    # RETENTION_HOURS below SNAPSHOT_HOURS (12 and 24, say): a snapshot older than the
+    # retention stays until the next one, and moments since it can be restored. Litestream
+    # must keep each sync's file (level 0) as long; without them, it restores from files
+    # that gather 30 s of commits and are dated by their last one, losing up to that much.
+    # (Here in seconds: 7.2 s of retention, and Litestream looks every 15 s.)
+    replica = {**replica, "RETENTION_HOURS": 0.002, "SNAPSHOT_HOURS": 1}
+    snapshots = Path(replica["URL"].removeprefix("file://")) / "ltx" / "9"
+    with replicating(studio_db, settings, replica, {}):
+        deadline = time.monotonic() + 30
+        while not any(snapshots.glob("*.ltx")):
+            assert time.monotonic() < deadline, "Litestream made no snapshot"
+            time.sleep(0.2)
+        time.sleep(1)
+        add_one_by_one(studio_db, *[f"a{i}" for i in range(3)])
+        moment = settle()
+        add_one_by_one(studio_db, *[f"b{i}" for i in range(3)])
+        # The next 30 s file gathers both groups; the files of level 0 are older than the
+        # retention, and Litestream has looked.
+        time.sleep(50)
+        services.restore_to_moment(moment)
+    assert studio_db.clients() == ["Ana", "Beto", "a0", "a1", "a2"]
+
+
 def test_a_moment_after_the_replicas_last_change_is_labelled_with_that_change(
     studio_db: StudioDB, replicated: Replicator
 ) -> None:

@@ -74,7 +74,7 @@ def test_good_settings_make_litestreams_configuration(
     assert '"url": "s3://bucket/studio"' in text
     assert '"force-path-style": true' in text
     assert '"sync-interval": "1s"' in text
-    assert '"l0-retention": "172800s"' in text
+    assert '"l0-retention": "259200s"' in text  # RETENTION_HOURS + SNAPSHOT_HOURS
     # Another database is not replicated.
     assert get_replication_config("default") is None
 
