@@ -207,15 +207,20 @@ def window(config: Config, replication: ReplicationConfig) -> Window | None:
     )
     try:
         files = _json_of(listed.stdout)
-        times = [(int(f["level"]), _parse_time(f["timestamp"])) for f in files]
+        times = [(int(f["min_txid"], 16), _parse_time(f["timestamp"])) for f in files]
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
     if not times:
         return None
-    # A restore starts from a snapshot (the highest level); before the oldest, nothing.
-    top = max(level for level, _ in times)
-    start = min(moment for level, moment in times if level == top)
-    return Window(start, max(moment for _, moment in times))
+    # A restore starts from a file made before the moment that holds the database from its
+    # first transaction (a snapshot, or the first sync's files while retention has left
+    # them); before the oldest, nothing. `ltx` says times to the second, cut (RFC 3339):
+    # the oldest moment is the next whole second (the first offered was refused, "no
+    # matching backup files available", when the snapshot was made at 03:00:00.9).
+    starts = [moment for first, moment in times if first == 1]
+    if not starts:
+        return None
+    return Window(min(starts) + timedelta(seconds=1), max(moment for _, moment in times))
 
 
 def _json_of(output: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import signal
 import sqlite3
 import subprocess
@@ -215,6 +216,34 @@ def test_a_moment_older_than_retention_hours_is_restored_to_the_second(
         time.sleep(50)
         services.restore_to_moment(moment)
     assert studio_db.clients() == ["Ana", "Beto", "a0", "a1", "a2"]
+
+
+def test_the_oldest_moment_of_the_window_can_be_restored(
+    studio_db: StudioDB, replicated: Replicator, replica: dict[str, Any]
+) -> None:
+    levels = Path(replica["URL"].removeprefix("file://")) / "ltx"
+    deadline = time.monotonic() + 30
+    while not any((levels / "9").glob("*.ltx")):
+        assert time.monotonic() < deadline, "Litestream made no snapshot"
+        time.sleep(0.2)
+    time.sleep(1.5)
+    add_one_by_one(studio_db, "later")
+    wait_for_replica(studio_db, {"later"})
+    code, output = replicated.stop()
+    assert code == 0, output
+    # As Litestream's retention leaves the replica: nothing before its oldest snapshot, made
+    # (as most are) at a time that is not a whole second.
+    [snapshot] = (levels / "9").glob("*.ltx")
+    last = int(snapshot.name[17:33], 16)
+    for older in levels.glob("[0-8]/*.ltx"):
+        if int(older.name[:16], 16) <= last:
+            older.unlink()
+    made = snapshot.stat().st_mtime_ns // 10**9 * 10**9 + 900_000_000
+    os.utime(snapshot, ns=(made, made))
+    window = services.replication_status().window
+    assert window is not None
+    services.restore_to_moment(window.start)
+    assert studio_db.clients() == ["Ana", "Beto"]
 
 
 def test_a_moment_after_the_replicas_last_change_is_labelled_with_that_change(
