@@ -35,6 +35,7 @@ from tests.replication_helpers import (
     replicating,
     settle,
     wait_for_replica,
+    wait_for_snapshot,
 )
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -201,12 +202,8 @@ def test_a_moment_older_than_retention_hours_is_restored_to_the_second(
     # that gather 30 s of commits and are dated by their last one, losing up to that much.
     # (Here in seconds: 7.2 s of retention, and Litestream looks every 15 s.)
     replica = {**replica, "RETENTION_HOURS": 0.002, "SNAPSHOT_HOURS": 1}
-    snapshots = Path(replica["URL"].removeprefix("file://")) / "ltx" / "9"
     with replicating(studio_db, settings, replica, {}):
-        deadline = time.monotonic() + 30
-        while not any(snapshots.glob("*.ltx")):
-            assert time.monotonic() < deadline, "Litestream made no snapshot"
-            time.sleep(0.2)
+        wait_for_snapshot(replica)
         time.sleep(1)
         add_one_by_one(studio_db, *[f"a{i}" for i in range(3)])
         moment = settle()
@@ -221,11 +218,7 @@ def test_a_moment_older_than_retention_hours_is_restored_to_the_second(
 def test_the_oldest_moment_of_the_window_can_be_restored(
     studio_db: StudioDB, replicated: Replicator, replica: dict[str, Any]
 ) -> None:
-    levels = Path(replica["URL"].removeprefix("file://")) / "ltx"
-    deadline = time.monotonic() + 30
-    while not any((levels / "9").glob("*.ltx")):
-        assert time.monotonic() < deadline, "Litestream made no snapshot"
-        time.sleep(0.2)
+    levels = wait_for_snapshot(replica).parent.parent
     time.sleep(1.5)
     add_one_by_one(studio_db, "later")
     wait_for_replica(studio_db, {"later"})
