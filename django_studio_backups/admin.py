@@ -29,7 +29,7 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .admin_listing import Row, offsite_status, page_warnings, replication_summary, window_text
-from .admin_moment import SHOWN_FORMAT, MomentForm, refused
+from .admin_moment import SHOWN_FORMAT, MomentForm, older_than_chosen, refused
 from .admin_texts import (
     cause,
     change_text,
@@ -351,6 +351,9 @@ class BackupAdmin(ModelAdmin):
                     _("Fetched from the replica: the database as it was at %(when)s.")
                     % {"when": when},
                 )
+                older = older_than_chosen(moment, backup.created_at)
+                if older is not None:
+                    self.message_user(request, older, messages.WARNING)
                 return HttpResponseRedirect(
                     reverse(
                         f"admin:{self.opts.app_label}_{self.opts.model_name}_restore",

@@ -83,3 +83,20 @@ def refused(moment: datetime | None, seen: services.ReplicationSeen) -> str:
         "The replica cannot restore that moment. Check that “manage.py replicate” is running, "
         "then choose a moment inside the window shown."
     )
+
+
+def older_than_chosen(moment: datetime | None, fetched: datetime) -> str | None:
+    """What a person must know when the replica's last change before ``moment`` (what was
+    fetched, dated ``fetched``) is older than the moment; None when it is not."""
+    if moment is None or moment - fetched < timedelta(seconds=1):
+        return None
+    zone = services.time_zone()
+    return _(
+        "The replica holds no change between %(when)s and the moment chosen, %(asked)s: the "
+        "backup holds the data as it was at %(when)s. If “manage.py replicate” was not "
+        "running then, what was saved after it is not in the replica; the safety backup "
+        "made before the restore keeps it."
+    ) % {
+        "when": fetched.astimezone(zone).strftime(SHOWN_FORMAT),
+        "asked": moment.astimezone(zone).strftime(SHOWN_FORMAT),
+    }

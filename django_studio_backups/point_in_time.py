@@ -69,7 +69,9 @@ def fetch_backup(
         raise _reported(config, RestoreFailed(f"Could not read the replica: {exc}")) from exc
     check_moment(found, moment, config.time_zone)
     assert found is not None  # (check_moment refuses an empty replica)
-    at = (moment or found.end).astimezone(config.time_zone)
+    # The data is as it was at the replica's last change before the moment: labelled with
+    # the moment, a replica that stopped yesterday passed for the data of today.
+    at = (found.end if moment is None else min(moment, found.end)).astimezone(config.time_zone)
     try:
         with backing_up.exclusive(config, RestoreFailed):
             temporary = archive.temporary_path(config.directory)

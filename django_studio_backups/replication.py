@@ -12,6 +12,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -43,6 +44,10 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 QUERY_TIMEOUT = 60.0
 # How often the running daemon's lag is looked at, at most.
 WATCH_EVERY = 15.0
+# What Litestream expands in its configuration, as the README offers it: "${NAME}".
+VARIABLE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+# The name of one of Litestream's files: its first and last transaction ids.
+LTX_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 
 
 @dataclass(frozen=True)
@@ -84,23 +89,70 @@ def executable(replication: ReplicationConfig) -> str:
 
 
 def config_text(config: Config, replication: ReplicationConfig) -> str:
-    """Litestream's YAML configuration for the database (JSON is YAML: values are quoted)."""
+    """Litestream's YAML configuration for the database, in YAML's flow style (JSON's
+    syntax): every string quoted, whatever it holds."""
     replica: dict[str, Any] = {
-        "url": replication.url,
-        **replication.options,
+        "url": _Settable(replication.url),
+        **{k: _Settable(v) if isinstance(v, str) else v for k, v in replication.options.items()},
         "sync-interval": _duration(timedelta(seconds=replication.sync_interval)),
     }
     document = {
-        # A moment within the retention is restorable to the second: Litestream keeps every
-        # sync's file (level 0) that long, and snapshots to start from.
+        # Any moment since the oldest snapshot is restorable to the second: Litestream keeps
+        # every sync's file (level 0) as long as a snapshot may stay, which is up to a
+        # snapshot interval beyond the retention (it deletes old ones when it makes a new
+        # one, and always keeps the newest). Without them it restores from files that
+        # gather 30 s of syncs and are dated by their last one: up to 30 s were lost.
         "snapshot": {
             "interval": _duration(replication.snapshot_interval),
             "retention": _duration(replication.retention),
         },
-        "l0-retention": _duration(replication.retention),
-        "dbs": [{"path": str(config.database_path), "replicas": [replica]}],
+        "l0-retention": _duration(replication.retention + replication.snapshot_interval),
+        "dbs": [
+            {
+                "path": str(config.database_path),
+                "meta-path": str(meta_path(config)),
+                "replicas": [replica],
+            }
+        ],
     }
-    return json.dumps(document, indent=2) + "\n"
+    return _yaml(document) + "\n"
+
+
+class _Settable(str):
+    """A string from the settings, where Litestream expands "${NAME}" (README)."""
+
+
+def _yaml(value: object, indent: str = "") -> str:
+    inner = indent + "  "
+    if isinstance(value, dict):
+        items = [f"{inner}{_quoted(str(k))}: {_yaml(v, inner)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{indent}}}"
+    if isinstance(value, list):
+        return "[\n" + ",\n".join(inner + _yaml(v, inner) for v in value) + f"\n{indent}]"
+    if isinstance(value, str):
+        return _quoted(value, variables=isinstance(value, _Settable))
+    return json.dumps(value)
+
+
+def _quoted(text: str, *, variables: bool = False) -> str:
+    # Litestream replaces $NAME and ${NAME} in the whole file before it reads the YAML (Go's
+    # os.Expand, which has no escape): a "$" in the database's path or in a password became
+    # the value of a variable, mostly "". Written as the YAML escape \U00000024 it stays a
+    # "$"; only a "${NAME}" given in the settings is left for Litestream to expand. Every
+    # other character outside printable ASCII is escaped too: JSON's "\ud83d\ude00" for one
+    # beyond the BMP is a pair of surrogates, which YAML refuses.
+    kept = VARIABLE.finditer(text) if variables else iter(())
+    quoted: list[str] = []
+    done = 0
+    for found in kept:
+        quoted += [_escaped(text[done : found.start()]), found.group()]
+        done = found.end()
+    quoted.append(_escaped(text[done:]))
+    return '"' + "".join(quoted) + '"'
+
+
+def _escaped(text: str) -> str:
+    return "".join(c if " " <= c <= "~" and c not in '"\\$' else f"\\U{ord(c):08x}" for c in text)
 
 
 def _duration(span: timedelta) -> str:
@@ -155,20 +207,20 @@ def window(config: Config, replication: ReplicationConfig) -> Window | None:
     )
     try:
         files = _json_of(listed.stdout)
-        entries = [
-            (int(f["level"]), int(f["min_txid"], 16), _parse_time(f["timestamp"])) for f in files
-        ]
+        times = [(int(f["min_txid"], 16), _parse_time(f["timestamp"])) for f in files]
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
-    if not entries:
+    if not times:
         return None
-    # A restore starts from a file that holds the whole database: a snapshot (the highest
-    # level), or one that starts at the first transaction. The first snapshot is written
-    # after the first transaction's file (for a large database, minutes after), and the
-    # moments between are restorable from that file.
-    top = max(level for level, _, _ in entries)
-    start = min(moment for level, first, moment in entries if level == top or first == 1)
-    return Window(start, max(moment for _, _, moment in entries))
+    # A restore starts from a file made before the moment that holds the database from its
+    # first transaction (a snapshot, or the first sync's files while retention has left
+    # them); before the oldest, nothing. `ltx` says times to the second, cut (RFC 3339):
+    # the oldest moment is the next whole second (the first offered was refused, "no
+    # matching backup files available", when the snapshot was made at 03:00:00.9).
+    starts = [moment for first, moment in times if first == 1]
+    if not starts:
+        return None
+    return Window(min(starts) + timedelta(seconds=1), max(moment for _, moment in times))
 
 
 def _json_of(output: str) -> Any:
@@ -193,8 +245,10 @@ def status(config: Config, replication: ReplicationConfig) -> Status:
     lag: float | None = None
     if running:
         lag = 0.0
-        if found is not None and _behind(config, replication):
-            lag = max(0.0, (timezone.now() - found.end).total_seconds())
+        if found is not None:
+            since = _unreplicated_since(config, replication, found.end)
+            if since is not None:
+                lag = max(0.0, (timezone.now() - since).total_seconds())
     return Status(running, found, lag)
 
 
@@ -244,7 +298,11 @@ def keeps_up(config: Config) -> bool:
     return False
 
 
-def _behind(config: Config, replication: ReplicationConfig) -> bool:
+def _unreplicated_since(
+    config: Config, replication: ReplicationConfig, end: datetime
+) -> datetime | None:
+    """Since when the replica has lacked commits (None: it lacks none): when Litestream took
+    in the oldest commit it has not stored in the replica yet."""
     # Litestream's local transaction id against the newest one in the replica.
     said = _litestream(config, replication, "status", "-json", str(config.database_path))
     listed = _litestream(config, replication, "ltx", "-json", str(config.database_path))
@@ -254,7 +312,26 @@ def _behind(config: Config, replication: ReplicationConfig) -> bool:
         replicated = max((int(f["max_txid"], 16) for f in files), default=0)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ReplicationFailed(f"litestream status said what this app cannot read: {exc}") from exc
-    return local > replicated
+    if local <= replicated:
+        return None
+    # Not the replica's newest file (``end``): after a quiet night, a look while the first
+    # commit of the morning was on its way made that hours of lag, and mailed the ADMINS.
+    # Litestream writes each sync's file of level 0 locally before it uploads it.
+    taken: list[float] = []
+    with contextlib.suppress(OSError), os.scandir(meta_path(config) / "ltx" / "0") as found:
+        for entry in found:
+            named = LTX_NAME.match(entry.name)
+            if named is not None and int(named.group(2), 16) > replicated:
+                with contextlib.suppress(OSError):
+                    taken.append(entry.stat().st_mtime)
+    return datetime.fromtimestamp(min(taken), dt_timezone.utc) if taken else end
+
+
+def meta_path(config: Config) -> Path:
+    """Where Litestream keeps its state of the database (its default, said in the
+    configuration so that the app knows it)."""
+    database = config.database_path
+    return database.with_name(f".{database.name}-litestream")
 
 
 def fetch(

@@ -95,6 +95,18 @@ def wait_for_replica(db: StudioDB, names: set[str], timeout: float = 60) -> None
         time.sleep(0.25)
 
 
+def wait_for_snapshot(replica: dict[str, Any], timeout: float = 30) -> Path:
+    """The first snapshot Litestream writes into a folder replica, once it is there."""
+    snapshots = Path(replica["URL"].removeprefix("file://")) / "ltx" / "9"
+    deadline = time.monotonic() + timeout
+    while True:
+        found = sorted(snapshots.glob("*.ltx"))
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, "Litestream made no snapshot"
+        time.sleep(0.2)
+
+
 def add_one_by_one(db: StudioDB, *names: str) -> None:
     for name in names:
         db.add_clients(name)

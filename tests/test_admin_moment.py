@@ -154,6 +154,40 @@ def test_restore_to_a_moment_between_two_groups_of_writes(
     ]
 
 
+def test_a_moment_after_the_replicas_last_change_says_how_old_the_data_is(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    replica: dict[str, Any],
+    admin_client: Client,
+) -> None:
+    with replicating(studio_db, settings, replica, {}) as replicator:
+        add_one_by_one(studio_db, "r0")
+        wait_for_replica(studio_db, {"r0"})
+        code, output = replicator.stop()
+        assert code == 0, output
+    # Replication stopped (unnoticed); the studio goes on working.
+    time.sleep(2)
+    studio_db.add_clients("unreplicated")
+    chosen = settle().astimezone(ZONE).replace(microsecond=0)
+    response = admin_client.post(
+        url("restore_moment"), {"moment": chosen.strftime(INPUT)}, follow=True
+    )
+    [fetched] = [b for b in services.backups() if b.kind == "point-in-time"]
+    assert response.redirect_chain == [(url("restore", fetched.name), 302)]
+    assert studio_db.clients(fetched.path) == ["Ana", "Beto", "r0"]
+    assert fetched.created_at < chosen - timedelta(seconds=2)
+    when = fetched.created_at.astimezone(ZONE).strftime("%d/%m/%Y %H:%M:%S")
+    assert texts(response) == [
+        f"The replica holds no change between {when} and the moment chosen, "
+        f"{chosen.strftime('%d/%m/%Y %H:%M:%S')}: the backup holds the data as it was at "
+        f"{when}. If “manage.py replicate” was not running then, what was saved after it is "
+        "not in the replica; the safety backup made before the restore keeps it."
+    ]
+    assert LogEntry.objects.get().change_message == (
+        f"Fetched from the replica: the database as it was at {when}."
+    )
+
+
 def test_a_bad_moment_shows_the_form_again_and_changes_nothing(
     studio_db: StudioDB,
     settings: SettingsWrapper,

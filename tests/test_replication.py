@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import signal
 import sqlite3
 import subprocess
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import call_command
+from django.utils import timezone
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import conf, replication, services
@@ -34,6 +37,7 @@ from tests.replication_helpers import (
     replicating,
     settle,
     wait_for_replica,
+    wait_for_snapshot,
 )
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -93,9 +97,10 @@ def test_restore_to_a_moment_between_two_groups_of_writes_while_a_writer_runs(
     assert restored[: len(before)] == before
     assert not any(name.startswith("b") for name in restored)
     assert report.restored.kind == "point-in-time"
-    assert report.restored.created_at == moment.replace(microsecond=0) or abs(
-        report.restored.created_at - moment
-    ) < timedelta(seconds=1)
+    # Dated by the replica's last change before the moment (the a's, synced within 0.5 s),
+    # or by the moment itself once the replica holds later changes too.
+    made = report.restored.created_at
+    assert moment - timedelta(seconds=2.5) <= made <= moment
     # Nothing the writer committed is lost: what it wrote on the old data is in the safety
     # backup, what it wrote after the restore is in the live database.
     assert report.safety_backup is not None
@@ -195,6 +200,82 @@ def test_a_fresh_machine_recovers_from_the_replica(
     assert "Safety backup" not in result.stdout  # there was nothing to keep
 
 
+def test_a_moment_older_than_retention_hours_is_restored_to_the_second(
+    studio_db: StudioDB, settings: SettingsWrapper, replica: dict[str, Any]
+) -> None:
+    # RETENTION_HOURS below SNAPSHOT_HOURS (12 and 24, say): a snapshot older than the
+    # retention stays until the next one, and moments since it can be restored. Litestream
+    # must keep each sync's file (level 0) as long; without them, it restores from files
+    # that gather 30 s of commits and are dated by their last one, losing up to that much.
+    # (Here in seconds: 7.2 s of retention, and Litestream looks every 15 s.)
+    replica = {**replica, "RETENTION_HOURS": 0.002, "SNAPSHOT_HOURS": 1}
+    with replicating(studio_db, settings, replica, {}):
+        wait_for_snapshot(replica)
+        time.sleep(1)
+        add_one_by_one(studio_db, *[f"a{i}" for i in range(3)])
+        moment = settle()
+        add_one_by_one(studio_db, *[f"b{i}" for i in range(3)])
+        # The next 30 s file gathers both groups; the files of level 0 are older than the
+        # retention, and Litestream has looked.
+        time.sleep(50)
+        services.restore_to_moment(moment)
+    assert studio_db.clients() == ["Ana", "Beto", "a0", "a1", "a2"]
+
+
+def test_the_oldest_moment_of_the_window_can_be_restored(
+    studio_db: StudioDB, replicated: Replicator, replica: dict[str, Any]
+) -> None:
+    levels = wait_for_snapshot(replica).parent.parent
+    time.sleep(1.5)
+    add_one_by_one(studio_db, "later")
+    wait_for_replica(studio_db, {"later"})
+    code, output = replicated.stop()
+    assert code == 0, output
+    # As Litestream's retention leaves the replica: nothing before its oldest snapshot, made
+    # (as most are) at a time that is not a whole second.
+    [snapshot] = (levels / "9").glob("*.ltx")
+    last = int(snapshot.name[17:33], 16)
+    for older in levels.glob("[0-8]/*.ltx"):
+        if int(older.name[:16], 16) <= last:
+            older.unlink()
+    made = snapshot.stat().st_mtime_ns // 10**9 * 10**9 + 900_000_000
+    os.utime(snapshot, ns=(made, made))
+    window = services.replication_status().window
+    assert window is not None
+    services.restore_to_moment(window.start)
+    assert studio_db.clients() == ["Ana", "Beto"]
+
+
+def test_a_moment_after_the_replicas_last_change_is_labelled_with_that_change(
+    studio_db: StudioDB, replicated: Replicator
+) -> None:
+    add_one_by_one(studio_db, "r0")
+    wait_for_replica(studio_db, {"r0"})
+    code, output = replicated.stop()
+    assert code == 0, output
+    stopped = timezone.now()
+    # Replication stopped (unnoticed); the studio goes on working.
+    time.sleep(2)
+    studio_db.add_clients("unreplicated")
+    asked = settle()
+    result = run_manage(
+        studio_db,
+        "restore_backup",
+        "--at",
+        asked.isoformat(),
+        "--no-input",
+        REPLICATION=conf.user_settings()["REPLICATION"],
+    )
+    assert result.returncode == 0, result.stderr
+    assert studio_db.clients() == ["Ana", "Beto", "r0"]
+    [fetched] = [b for b in services.backups() if b.kind == "point-in-time"]
+    # Not the data of the moment asked for: the restore says how old it is.
+    assert fetched.created_at <= stopped
+    when = fetched.created_at.isoformat(timespec="seconds")
+    assert f"Fetched the database as it was at {when} from the replica" in result.stdout
+    assert "That is the replica's last change before " in result.stdout
+
+
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -250,16 +331,19 @@ def test_replication_to_s3(
         # Litestream 0.5.17 cannot start its S3 client at all with AWS_CA_BUNDLE set
         # ("unable to add custom RootCAs HTTPClient"); the README says so.
         monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+        env = {**S3_ENV, "STUDIO_REPLICA_ENDPOINT": server.endpoint}
+        monkeypatch.setenv("STUDIO_REPLICA_ENDPOINT", server.endpoint)
         replica = {
             "URL": f"s3://{BUCKET}/studio",
             "OPTIONS": {
-                "endpoint": server.endpoint,
+                # Litestream expands "${NAME}" from its environment (README).
+                "endpoint": "${STUDIO_REPLICA_ENDPOINT}",
                 "region": "us-east-1",
                 "force-path-style": True,
             },
             "SYNC_INTERVAL": 0.5,
         }
-        with replicating(studio_db, settings, replica, S3_ENV):
+        with replicating(studio_db, settings, replica, env):
             add_one_by_one(studio_db, "s0", "s1")
             moment = settle()
             add_one_by_one(studio_db, "s2")
@@ -269,6 +353,32 @@ def test_replication_to_s3(
         assert studio_db.clients() == ["Ana", "Beto", "s0", "s1"]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("folder", ["caja $HOME ${PWD} $", 'caja ☕😀 \\ "q"'])
+def test_a_database_whose_path_has_a_dollar_or_any_character_is_replicated(
+    studio_db: StudioDB,
+    settings: SettingsWrapper,
+    replica: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    folder: str,
+) -> None:
+    # Litestream expands $NAME in its whole configuration, and its YAML refuses a JSON
+    # escape of a character beyond the BMP.
+    odd = tmp_path / folder
+    odd.mkdir()
+    db = StudioDB(path=odd / "studio.db", backups=odd / "backups", state_file=odd / "s.json")
+    studio_db.path.rename(db.path)
+    monkeypatch.setitem(django_settings.DATABASES["studio"], "NAME", db.path)
+    with replicating(db, settings, replica, {}):
+        db.add_clients("odd")
+        wait_for_replica(db, {"Ana", "Beto", "odd"})
+        moment = settle()
+        db.add_clients("later")
+        wait_for_replica(db, {"later"})
+        services.restore_to_moment(moment)
+    assert db.clients() == ["Ana", "Beto", "odd"]
 
 
 def test_replicate_without_a_usable_database_or_binary(

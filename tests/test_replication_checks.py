@@ -74,7 +74,7 @@ def test_good_settings_make_litestreams_configuration(
     assert '"url": "s3://bucket/studio"' in text
     assert '"force-path-style": true' in text
     assert '"sync-interval": "1s"' in text
-    assert '"l0-retention": "172800s"' in text
+    assert '"l0-retention": "259200s"' in text  # RETENTION_HOURS + SNAPSHOT_HOURS
     # Another database is not replicated.
     assert get_replication_config("default") is None
 
@@ -191,6 +191,24 @@ def test_a_replica_that_falls_behind_is_reported(
             assert "s behind (more than LAG_WARNING, 2 s)" in message.get_content()
             assert replicator.process is not None
             assert replicator.process.poll() is None
+
+
+def test_the_lag_counts_from_the_oldest_commit_the_replica_lacks(
+    studio_db: StudioDB, settings: SettingsWrapper, tmp_path: Path
+) -> None:
+    # Litestream uploads at most every SYNC_INTERVAL: a commit made after a quiet while waits
+    # for the next upload. The replica lacks it for seconds, not for the quiet while.
+    replica = {"URL": f"file://{tmp_path / 'replica'}", "SYNC_INTERVAL": 60}
+    with replicating(studio_db, settings, replica, {}):
+        time.sleep(8)
+        committed = time.monotonic()
+        studio_db.add_clients("late")
+        while (found := services.replication_status()).lag == 0:
+            assert time.monotonic() < committed + 20, "Litestream did not take the commit in"
+            time.sleep(0.2)
+        assert found.lag is not None
+        assert 0 < found.lag <= time.monotonic() - committed + 1
+        assert services.replication_trouble() is None
 
 
 def fill(folder: Path) -> None:

@@ -267,11 +267,12 @@ def test_the_window_starts_at_the_first_file_that_holds_the_whole_database(
     replicate_with(stand_in(tmp_path, ltx=json.dumps(FIRST_MINUTES)))
     found = services.replication_status().window
     assert found is not None
-    assert found.start.isoformat() == "2026-12-01T10:00:00+00:00"
+    # (The next whole second: Litestream lists times cut to the second.)
+    assert found.start.isoformat() == "2026-12-01T10:00:01+00:00"
     assert found.end.isoformat() == "2026-12-01T10:01:40+00:00"
     # Once retention dropped the first transaction's file, only snapshots start a restore.
     later = [f for f in FIRST_MINUTES if f["max_txid"] != "0000000000000001"]
     replicate_with(stand_in(tmp_path, ltx=json.dumps(later)))
     found = services.replication_status().window
     assert found is not None
-    assert found.start.isoformat() == "2026-12-01T10:01:30+00:00"
+    assert found.start.isoformat() == "2026-12-01T10:01:31+00:00"

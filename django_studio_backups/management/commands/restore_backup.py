@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -102,12 +103,18 @@ class Command(BaseCommand):
             )
 
     def _fetched(self, text: str, using: str | None, verbosity: int) -> str:
-        backup = services.fetch_moment(services.parse_moment(text, using=using), using=using)
+        moment = services.parse_moment(text, using=using)
+        backup = services.fetch_moment(moment, using=using)
         if verbosity >= 1:
             when = backup.created_at.isoformat(timespec="seconds")
             self.stdout.write(
                 f"Fetched the database as it was at {when} from the replica as {backup.name}."
             )
+            if moment is not None and moment - backup.created_at >= timedelta(seconds=1):
+                asked = moment.astimezone(backup.created_at.tzinfo).isoformat(timespec="seconds")
+                self.stdout.write(
+                    f"That is the replica's last change before {asked}: it holds nothing newer."
+                )
         return backup.name
 
     def _latest(self, using: str | None, offsite: bool, verbosity: int) -> str:
