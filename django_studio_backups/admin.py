@@ -29,7 +29,7 @@ from django.views.decorators.http import require_POST
 
 from . import services
 from .admin_listing import Row, offsite_status, page_warnings, replication_summary, window_text
-from .admin_moment import SHOWN_FORMAT, MomentForm, older_than_chosen, refused
+from .admin_moment import SHOWN_FORMAT, MomentForm, not_fetched, older_than_chosen, refused
 from .admin_texts import (
     cause,
     change_text,
@@ -330,18 +330,7 @@ class BackupAdmin(ModelAdmin):
             except services.BadMoment as exc:
                 form.add_error("moment", with_detail(refused(moment, seen), str(exc)))
             except RestoreFailed as exc:
-                self.message_user(
-                    request,
-                    with_detail(
-                        _(
-                            "The database could not be fetched from the replica; nothing was "
-                            "changed. %(explained)s"
-                        )
-                        % {"explained": explained(exc)},
-                        str(exc),
-                    ),
-                    messages.ERROR,
-                )
+                self.message_user(request, not_fetched(exc), messages.ERROR)
             else:
                 when = backup.created_at.astimezone(services.time_zone()).strftime(SHOWN_FORMAT)
                 self._log(

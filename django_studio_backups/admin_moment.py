@@ -14,6 +14,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from . import services
+from .admin_texts import explained, with_detail
+from .exceptions import RestoreFailed
 
 # What a browser's datetime-local input sends and shows, to the second.
 INPUT_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -82,6 +84,15 @@ def refused(moment: datetime | None, seen: services.ReplicationSeen) -> str:
     return _(
         "The replica cannot restore that moment. Check that “manage.py replicate” is running, "
         "then choose a moment inside the window shown."
+    )
+
+
+def not_fetched(exc: RestoreFailed) -> str:
+    """What the admin says when the moment could not be fetched."""
+    return with_detail(
+        _("The database could not be fetched from the replica; nothing was changed. %(explained)s")
+        % {"explained": explained(exc)},
+        str(exc),
     )
 
 

@@ -43,6 +43,7 @@ def check_settings(
             *conf.problems(),
             *_problems_that_stop_nothing(),
             *offsite_conf.offsite_problems(),
+            *offsite_conf.storage_problems(),
             *replication_conf.replication_problems(),
         ]
     ]

@@ -74,8 +74,6 @@ def offsite_problems() -> list[Problem]:
                 "Add a storage for the copies to STORAGES and name its alias here.",
             )
         )
-    else:
-        found.extend(_storage_problems(storage))
     from . import codec
 
     compression = options["COMPRESS"]
@@ -122,6 +120,18 @@ STORAGE_EXTRAS = {
     "storages.backends.s3boto3.S3Boto3Storage": "s3",
     "storages.backends.sftpstorage.SFTPStorage": "sftp",
 }
+
+
+def storage_problems() -> list[Problem]:
+    """E047 for an off-site storage that cannot be made: its BACKEND loaded as the first
+    upload would load it, so that a missing client library (boto3, paramiko) is found by
+    `check`, not at that upload. Only the checks ask: reading the settings stays cheap, and
+    a page that reads them never imports a storage's client library."""
+    value = user_settings()["OFFSITE"]
+    if not isinstance(value, dict) or not isinstance(value.get("STORAGE"), str):
+        return []
+    alias = value["STORAGE"]
+    return _storage_problems(alias) if alias in settings.STORAGES else []
 
 
 def _storage_problems(alias: str) -> list[Problem]:

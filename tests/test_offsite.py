@@ -476,7 +476,7 @@ def test_storage_that_renames_is_refused(
 
 def test_a_storage_that_cannot_be_opened(studio_db: StudioDB, settings: SettingsWrapper) -> None:
     use_offsite(settings, "broken", {"BACKEND": "tests.no_such_module.Storage"})
-    with pytest.raises(CommandError, match="The storage 'broken' for off-site copies cannot be"):
+    with pytest.raises(CommandError, match="Cannot open the storage 'broken'"):
         command("list_backups", "--offsite")
     # A backend that loads, but whose construction fails.
     use_offsite(
@@ -809,8 +809,10 @@ def test_a_storage_that_cannot_be_made_is_a_system_check_not_a_crash(
     (tmp_path / "broken_storage.py").write_text('raise RuntimeError("needs AWS_REGION")\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     use_offsite(settings, "remote", entry, COMPRESS=None)
-    [problem] = offsite_conf.offsite_problems()
+    assert offsite_conf.offsite_problems() == []  # (reading the settings loads nothing)
+    [problem] = offsite_conf.storage_problems()
     assert (problem.id, problem.message) == ("studio_backups.E047", message)
+    assert [m.id for m in checks.run_checks() if m.id == "studio_backups.E047"] == [problem.id]
     assert "secret" not in f"{problem.message} {problem.hint}"
 
 
@@ -834,11 +836,11 @@ def test_a_storage_without_its_client_library_is_a_system_check(
     hint: str,
 ) -> None:
     use_offsite(settings, "remote", {"BACKEND": backend, "OPTIONS": {}}, COMPRESS=None)
-    assert offsite_conf.offsite_problems() == []
+    assert offsite_conf.storage_problems() == []
     # As in a project that installed only [offsite]: the backend's module fails to import.
     monkeypatch.setitem(sys.modules, library, None)
     monkeypatch.delitem(sys.modules, backend.rsplit(".", 1)[0], raising=False)
-    [problem] = offsite_conf.offsite_problems()
+    [problem] = offsite_conf.storage_problems()
     assert problem.id == "studio_backups.E047"
     assert problem.message.startswith(
         f"The storage 'remote' for off-site copies cannot be loaded: its BACKEND {backend!r} fails"
@@ -853,8 +855,9 @@ def test_a_storage_without_its_client_library_is_a_system_check(
     )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()).exists()
-    assert "cannot be loaded" in result.stderr
-    assert "cannot be loaded" in state.read(studio_db.state_file)[state.OFFSITE_ERROR]
+    assert "Cannot open the storage 'remote'" in result.stderr
+    error = state.read(studio_db.state_file)[state.OFFSITE_ERROR]
+    assert "Cannot open the storage 'remote'" in error
     checked = run_manage(
         studio_db,
         "check",
