@@ -276,3 +276,7 @@ def test_the_window_starts_at_the_first_file_that_holds_the_whole_database(
     found = services.replication_status().window
     assert found is not None
     assert found.start.isoformat() == "2026-12-01T10:01:31+00:00"
+    # Files of later transactions alone (the rest not there yet, or lost) restore nothing.
+    partial = [f for f in FIRST_MINUTES if f["min_txid"] != "0000000000000001"]
+    replicate_with(stand_in(tmp_path, ltx=json.dumps(partial)))
+    assert services.replication_status().window is None
