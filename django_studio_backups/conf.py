@@ -113,6 +113,32 @@ def user_settings() -> dict[str, Any]:
     return {**DEFAULTS, **value}
 
 
+def section(
+    key: str, defaults: Mapping[str, Any], problem_id: str
+) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The dict setting ``STUDIO_BACKUPS[key]`` with ``defaults`` filled in, and the
+    mistakes in its shape: (None, []) when it is None; (None, [not a dict]); (the options,
+    [unknown keys]) otherwise."""
+    value = user_settings()[key]
+    if value is None:
+        return None, []
+    if not isinstance(value, dict):
+        return None, [
+            Problem(problem_id, f"STUDIO_BACKUPS[{key!r}] must be a dict or None, not {value!r}.")
+        ]
+    options = {**defaults, **value}
+    unknown = sorted(set(options) - set(defaults), key=str)
+    if not unknown:
+        return options, []
+    return options, [
+        Problem(
+            problem_id,
+            f"Unknown STUDIO_BACKUPS[{key!r}] keys: {', '.join(map(str, unknown))}.",
+            f"Known keys: {', '.join(defaults)}.",
+        )
+    ]
+
+
 def problems(using: str | None = None) -> list[Problem]:
     """Every mistake in the settings that stops backups of ``using``, found without touching
     the disk, so that ``get_config()`` can afford to look for them on every call."""

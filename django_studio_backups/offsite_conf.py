@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS, Policy, Problem, get_config, keep_problems, user_settings
+from .conf import DEFAULTS, Policy, Problem, get_config, keep_problems, section, user_settings
 
 # The ids of the problems that stop off-site copies (never local backups).
 OFFSITE_NOT_A_DICT = "studio_backups.E040"
@@ -43,27 +43,9 @@ class OffsiteConfig:
 
 def offsite_problems() -> list[Problem]:
     """Mistakes in ``STUDIO_BACKUPS["OFFSITE"]``; they stop off-site copies, not backups."""
-    value = user_settings()["OFFSITE"]
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        return [
-            Problem(
-                OFFSITE_NOT_A_DICT,
-                f"STUDIO_BACKUPS['OFFSITE'] must be a dict or None, not {value!r}.",
-            )
-        ]
-    found: list[Problem] = []
-    options = {**OFFSITE_DEFAULTS, **value}
-    unknown = sorted(set(options) - set(OFFSITE_DEFAULTS), key=str)
-    if unknown:
-        found.append(
-            Problem(
-                OFFSITE_NOT_A_DICT,
-                f"Unknown STUDIO_BACKUPS['OFFSITE'] keys: {', '.join(map(str, unknown))}.",
-                f"Known keys: {', '.join(OFFSITE_DEFAULTS)}.",
-            )
-        )
+    options, found = section("OFFSITE", OFFSITE_DEFAULTS, OFFSITE_NOT_A_DICT)
+    if options is None:
+        return found
     storage = options["STORAGE"]
     if not isinstance(storage, str) or storage not in settings.STORAGES:
         found.append(

@@ -202,14 +202,28 @@ def _litestream(
 
 def window(config: Config, replication: ReplicationConfig) -> Window | None:
     """The moments the replica can restore; None while it holds nothing."""
+    return _window_of(_replica_files(config, replication))
+
+
+def _replica_files(
+    config: Config, replication: ReplicationConfig
+) -> list[tuple[int, int, datetime]]:
+    """(first transaction, last transaction, time) of each file in the replica, at every
+    level: one listing of its storage (a network call for S3 or SFTP)."""
     listed = _litestream(
         config, replication, "ltx", "-level", "all", "-json", str(config.database_path)
     )
     try:
-        files = _json_of(listed.stdout)
-        times = [(int(f["min_txid"], 16), _parse_time(f["timestamp"])) for f in files]
+        return [
+            (int(f["min_txid"], 16), int(f["max_txid"], 16), _parse_time(f["timestamp"]))
+            for f in _json_of(listed.stdout)
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise ReplicationFailed(f"litestream ltx said what this app cannot read: {exc}") from exc
+
+
+def _window_of(files: list[tuple[int, int, datetime]]) -> Window | None:
+    times = [(first, moment) for first, _, moment in files]
     if not times:
         return None
     # A restore starts from a file made before the moment that holds the database from its
@@ -241,12 +255,14 @@ def _parse_time(text: str) -> datetime:
 
 def status(config: Config, replication: ReplicationConfig) -> Status:
     running = is_running(config)
-    found = window(config, replication)
+    files = _replica_files(config, replication)
+    found = _window_of(files)
     lag: float | None = None
     if running:
         lag = 0.0
         if found is not None:
-            since = _unreplicated_since(config, replication, found.end)
+            replicated = max(last for _, last, _ in files)
+            since = _unreplicated_since(config, replication, replicated, found.end)
             if since is not None:
                 lag = max(0.0, (timezone.now() - since).total_seconds())
     return Status(running, found, lag)
@@ -299,17 +315,15 @@ def keeps_up(config: Config) -> bool:
 
 
 def _unreplicated_since(
-    config: Config, replication: ReplicationConfig, end: datetime
+    config: Config, replication: ReplicationConfig, replicated: int, end: datetime
 ) -> datetime | None:
     """Since when the replica has lacked commits (None: it lacks none): when Litestream took
-    in the oldest commit it has not stored in the replica yet."""
+    in the oldest commit it has not stored in the replica yet. ``replicated``: the newest
+    transaction in the replica."""
     # Litestream's local transaction id against the newest one in the replica.
     said = _litestream(config, replication, "status", "-json", str(config.database_path))
-    listed = _litestream(config, replication, "ltx", "-json", str(config.database_path))
     try:
         local = int(_json_of(said.stdout)[0]["local_txid"], 16)
-        files = _json_of(listed.stdout)
-        replicated = max((int(f["max_txid"], 16) for f in files), default=0)
     except (ValueError, KeyError, TypeError, IndexError) as exc:
         raise ReplicationFailed(f"litestream status said what this app cannot read: {exc}") from exc
     if local <= replicated:

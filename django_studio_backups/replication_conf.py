@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .conf import Problem, is_positive_number, user_settings
+from .conf import Problem, is_positive_number, section, user_settings
 
 # The ids of the problems that stop replication.
 REPLICATION_NOT_A_DICT = "studio_backups.E060"
@@ -58,27 +58,9 @@ class ReplicationConfig:
 
 def replication_problems() -> list[Problem]:
     """Mistakes in ``STUDIO_BACKUPS["REPLICATION"]``; they stop replication, not backups."""
-    value = user_settings()["REPLICATION"]
-    if value is None:
-        return []
-    if not isinstance(value, dict):
-        return [
-            Problem(
-                REPLICATION_NOT_A_DICT,
-                f"STUDIO_BACKUPS['REPLICATION'] must be a dict or None, not {value!r}.",
-            )
-        ]
-    found: list[Problem] = []
-    options = {**REPLICATION_DEFAULTS, **value}
-    unknown = sorted(set(options) - set(REPLICATION_DEFAULTS), key=str)
-    if unknown:
-        found.append(
-            Problem(
-                REPLICATION_NOT_A_DICT,
-                f"Unknown STUDIO_BACKUPS['REPLICATION'] keys: {', '.join(map(str, unknown))}.",
-                f"Known keys: {', '.join(REPLICATION_DEFAULTS)}.",
-            )
-        )
+    options, found = section("REPLICATION", REPLICATION_DEFAULTS, REPLICATION_NOT_A_DICT)
+    if options is None:
+        return found
     url_problem = _url_problem(options["URL"])
     if url_problem is not None:
         found.append(

@@ -26,6 +26,7 @@ if os.environ.get("STUDIO_TEST_NO_SENDFILE"):
 
 from .notify_servers import Monitor, SMTPServer, running_monitor
 from .offsite_helpers import AgeKey, make_age_key
+from .offsite_servers import SSHServer
 
 
 @dataclass
@@ -201,6 +202,15 @@ def background_work_ends() -> Iterator[None]:
 
     yield
     assert background.wait(timeout=60), "background work still running after 60 s"
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[SSHServer]:
+    """OpenSSH's sshd on 127.0.0.1, with keys of its own (see offsite_servers)."""
+    server = SSHServer(tmp_path / "sshd")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from django_studio_backups import conf, engine, engine_restore, services, state
 from django_studio_backups.database_file import database_file
 from django_studio_backups.exceptions import BackupFailed, RestoreFailed
 from tests.conftest import REPO, StudioDB, fill_database, undeletable
+from tests.workload import client_writer
 
 
 def journal(path: Path, mode: str) -> None:
@@ -59,36 +60,6 @@ def restore_url(name: str) -> str:
 
 def messages_of(response: Any) -> list[str]:
     return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-@contextlib.contextmanager
-def client_writer(db: StudioDB, folder: Path) -> Iterator[Path]:
-    """A process adding a client every 2 ms; yields the log of the numbers it committed."""
-    stop = folder / "writer.stop"
-    log = folder / "writer.log"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.processes",
-            "client-writer",
-            str(db.path),
-            str(stop),
-            str(log),
-        ],
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not stop.with_suffix(".ready").exists():
-            assert process.poll() is None, "the writer died before it started writing"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        yield log
-    finally:
-        stop.touch()
-        process.wait(timeout=60)
-    assert process.returncode == 0
 
 
 # 1. The safety backup holds exactly what the restore replaced ---------------------------

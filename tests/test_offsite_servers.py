@@ -26,14 +26,6 @@ from .offsite_servers import S3Server, SSHServer
 
 
 @pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path / "sshd")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def s3(tmp_path: Path) -> Iterator[S3Server]:
     server = S3Server(tmp_path)
     server.start()

@@ -26,7 +26,7 @@ from pytest_django.fixtures import Settings as SettingsWrapper
 from django_studio_backups import conf, replication, services
 from django_studio_backups.exceptions import ReplicationFailed
 from django_studio_backups.point_in_time import BadMoment
-from tests.conftest import REPO, StudioDB, run_manage
+from tests.conftest import StudioDB, run_manage
 from tests.offsite_servers import BUCKET, S3Server
 from tests.replication_helpers import (
     LITESTREAM,
@@ -39,6 +39,7 @@ from tests.replication_helpers import (
     wait_for_replica,
     wait_for_snapshot,
 )
+from tests.workload import client_writer
 
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
@@ -54,27 +55,6 @@ def replicated(
 ) -> Iterator[Replicator]:
     with replicating(studio_db, settings, replica, {}) as replicator:
         yield replicator
-
-
-@contextlib.contextmanager
-def client_writer(db: StudioDB, folder: Path) -> Iterator[Path]:
-    """A process adding clients w0, w1, ... every 2 ms; the log lists those committed."""
-    stop = folder / "writer.stop"
-    log = folder / "writer.log"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tests.processes", "client-writer", *map(str, (db.path, stop, log))],
-        cwd=REPO,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not stop.with_suffix(".ready").exists():
-            assert process.poll() is None
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        yield log
-    finally:
-        stop.touch()
-        process.wait(timeout=60)
 
 
 def logged(log: Path) -> set[str]:

@@ -3,24 +3,14 @@ pinned, and a restore to a moment from there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from pytest_django.fixtures import Settings as SettingsWrapper
 
 from django_studio_backups import checks, services
 from tests.conftest import StudioDB
 from tests.offsite_servers import SSHServer
 from tests.replication_helpers import add_one_by_one, replicating, settle, wait_for_replica
-
-
-@pytest.fixture
-def sshd(tmp_path: Path) -> Iterator[SSHServer]:
-    server = SSHServer(tmp_path / "sshd")
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_replication_over_sftp(

@@ -42,6 +42,36 @@ def running_writer(database: Path, folder: Path) -> Iterator[subprocess.Popen[by
     assert process.returncode == 0, "a commit of the writer failed while it ran"
 
 
+@contextlib.contextmanager
+def client_writer(db: StudioDB, folder: Path) -> Iterator[Path]:
+    """A process adding a client every 2 ms; yields the log of the numbers it committed."""
+    stop = folder / "writer.stop"
+    log = folder / "writer.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.processes",
+            "client-writer",
+            str(db.path),
+            str(stop),
+            str(log),
+        ],
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not stop.with_suffix(".ready").exists():
+            assert process.poll() is None, "the writer died before it started writing"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield log
+    finally:
+        stop.touch()
+        process.wait(timeout=60)
+    assert process.returncode == 0
+
+
 class CuedCall:
     """``services.<function>(<argument>)`` in a new process, started only on ``go()``.
 
